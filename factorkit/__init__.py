@@ -7,6 +7,29 @@ per modality, each pulled toward its prior with an MMD penalty.
 
 from __future__ import annotations
 
+from factorkit.decoders import ImageDecoder, ModalityDecoders, VectorDecoder
+from factorkit.fusion import ConcatFusion
+from factorkit.generators import FactorGenerator, FactorGenerators
+from factorkit.heads import FactorizedHead
+from factorkit.latents import FactorizedLatents
+from factorkit.masks import any_present, check_presence, fill_absent, random_presence
+from factorkit.predictor import Predictor
+
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "ConcatFusion",
+    "FactorGenerator",
+    "FactorGenerators",
+    "FactorizedHead",
+    "FactorizedLatents",
+    "ImageDecoder",
+    "ModalityDecoders",
+    "Predictor",
+    "VectorDecoder",
+    "__version__",
+    "any_present",
+    "check_presence",
+    "fill_absent",
+    "random_presence",
+]

@@ -1,0 +1,134 @@
+"""Factor generators G: Z -> F, one per latent (the MFM's small MLPs)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor, nn
+
+from factorkit._validation import SHARED, check_modality_names, check_size, per_modality
+from factorkit.heads import FactorizedHead
+from factorkit.latents import FactorizedLatents
+
+__all__ = ["FactorGenerator", "FactorGenerators"]
+
+
+class FactorGenerator(nn.Module):
+    """The MFM generator: Linear, ReLU, Dropout, Linear, ReLU.
+
+    Args:
+        input_size: size of the code Z.
+        output_size: size of the factor F.
+        hidden_size: hidden width (default: ``output_size``).
+        dropout: dropout probability after the first activation.
+
+    Shapes:
+        z: (B, input_size). Returns: (B, output_size), non-negative.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        *,
+        hidden_size: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.input_size = check_size(input_size, "input_size")
+        hidden = check_size(hidden_size or output_size, "hidden_size")
+        self.net = nn.Sequential(
+            nn.Linear(input_size, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, check_size(output_size, "output_size")),
+            nn.ReLU(),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        if z.dim() != 2 or z.shape[1] != self.input_size:
+            raise ValueError(
+                f"expected a code of shape (B, {self.input_size}), got {tuple(z.shape)}"
+            )
+        out: Tensor = self.net(z)
+        return out
+
+
+class FactorGenerators(nn.Module):
+    """One :class:`FactorGenerator` per latent: F_y = G_y(Z_y), F_a_m = G_a_m(Z_a_m).
+
+    Args:
+        shared_size: Dy, size of the shared code.
+        private_sizes: modality name -> Da_m.
+        factor_size: size of every factor, or a mapping with ``"shared"`` and each
+            modality name.
+        hidden_size: hidden width of every generator (default: its factor size).
+        dropout: dropout of every generator.
+
+    Shapes:
+        latents.shared: (B, Dy), latents.private[m]: (B, Da_m).
+        Returns: shared (B, Fy), private[m] (B, Fa_m); the presence mask is passed on.
+
+    Example:
+        >>> head = FactorizedHead({"a": 6, "b": 3}, shared_size=4, private_size=2)
+        >>> gens = FactorGenerators.for_head(head, factor_size=16)
+        >>> gens(head({"a": torch.randn(2, 6), "b": torch.randn(2, 3)})).shared.shape
+        torch.Size([2, 16])
+    """
+
+    def __init__(
+        self,
+        shared_size: int,
+        private_sizes: Mapping[str, int],
+        *,
+        factor_size: int | Mapping[str, int],
+        hidden_size: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.modalities = check_modality_names(private_sizes.keys())
+        names = (SHARED, *self.modalities)
+        code_sizes = {SHARED: check_size(shared_size, "shared_size")}
+        code_sizes.update(per_modality(dict(private_sizes), self.modalities, "private_sizes"))
+        self.factor_sizes = per_modality(factor_size, names, "factor_size")
+        self.generators = nn.ModuleDict(
+            {
+                n: FactorGenerator(
+                    code_sizes[n], self.factor_sizes[n], hidden_size=hidden_size, dropout=dropout
+                )
+                for n in names
+            }
+        )
+
+    @classmethod
+    def for_head(
+        cls,
+        head: FactorizedHead,
+        *,
+        factor_size: int | Mapping[str, int],
+        hidden_size: int | None = None,
+        dropout: float = 0.0,
+    ) -> FactorGenerators:
+        """Build generators matching the code sizes of a :class:`~factorkit.FactorizedHead`."""
+        return cls(
+            head.shared_size,
+            head.private_sizes,
+            factor_size=factor_size,
+            hidden_size=hidden_size,
+            dropout=dropout,
+        )
+
+    def forward(self, latents: FactorizedLatents) -> FactorizedLatents:
+        if latents.modalities != self.modalities:
+            raise ValueError(
+                f"latents have modalities {list(latents.modalities)}, "
+                f"generators were built for {list(self.modalities)}"
+            )
+        for name, z in latents.items():
+            expected = self.generators[name].input_size
+            if z.dim() != 2 or z.shape[1] != expected:
+                raise ValueError(
+                    f"latent {name!r}: expected a code of shape (B, {expected}), "
+                    f"got {tuple(z.shape)}"
+                )
+        return latents.map(lambda name, z: self.generators[name](z))

@@ -1,0 +1,62 @@
+"""The discriminative predictor D: F_y -> Y."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from factorkit._validation import check_size
+
+__all__ = ["Predictor"]
+
+
+class Predictor(nn.Module):
+    """Predict the label from the shared factor only: Y_hat = D(F_y).
+
+    An MLP (Linear, ReLU, Dropout, Linear) or, with ``hidden_size=0``, one Linear layer.
+    The output is raw: class logits for classification (use cross-entropy), values for
+    regression (the MFM uses L1).
+
+    Args:
+        input_size: Fy, size of the shared factor.
+        output_size: number of classes or regression targets.
+        hidden_size: hidden width (default ``max(64, input_size)``; 0 for linear).
+        dropout: dropout after the hidden activation.
+
+    Shapes:
+        shared: (B, Fy). Returns: (B, output_size).
+
+    Example:
+        >>> Predictor(input_size=8, output_size=3)(torch.randn(2, 8)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        *,
+        hidden_size: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.input_size = check_size(input_size, "input_size")
+        check_size(output_size, "output_size")
+        if hidden_size == 0:
+            self.net: nn.Module = nn.Linear(input_size, output_size)
+        else:
+            hidden = check_size(hidden_size or max(64, input_size), "hidden_size")
+            self.net = nn.Sequential(
+                nn.Linear(input_size, hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, output_size),
+            )
+
+    def forward(self, shared: Tensor) -> Tensor:
+        if shared.dim() != 2 or shared.shape[1] != self.input_size:
+            raise ValueError(
+                f"expected a shared factor of shape (B, {self.input_size}), "
+                f"got {tuple(shared.shape)}"
+            )
+        out: Tensor = self.net(shared)
+        return out

@@ -1,0 +1,147 @@
+import pytest
+import torch
+from torch import nn
+
+from factorkit import ConcatFusion, FactorizedHead
+
+SIZES = {"audio": 6, "video": 4, "text": 5}
+
+
+def features(batch: int = 7) -> dict[str, torch.Tensor]:
+    return {m: torch.randn(batch, d) for m, d in SIZES.items()}
+
+
+def test_codes_match_a_naive_recomputation() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size={"audio": 2, "video": 3, "text": 1})
+    x = features()
+    z = head(x)
+    for m in SIZES:
+        lin = head.private_encoders[m]
+        torch.testing.assert_close(z.private[m], x[m] @ lin.weight.T + lin.bias)
+    mlp = head.fusion.mlp
+    concat = torch.cat([x["audio"], x["text"], x["video"], torch.ones(7, 3)], dim=1)
+    hidden = torch.relu(concat @ mlp[0].weight.T + mlp[0].bias)
+    torch.testing.assert_close(z.shared, hidden @ mlp[3].weight.T + mlp[3].bias)
+    assert z.present is None
+    assert z.modalities == ("audio", "text", "video")
+
+
+def test_private_code_depends_only_on_its_own_modality() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2)
+    x = features(2)
+    order = sorted(SIZES)
+
+    def codes(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z = head(dict(zip(order, inputs, strict=True)))
+        return (*tuple(z.private[m] for m in order), z.shared)
+
+    jac = torch.autograd.functional.jacobian(codes, tuple(x[m] for m in order))
+    for i, out_name in enumerate(order):
+        for j, in_name in enumerate(order):
+            block = jac[i][j]
+            if i == j:
+                assert block.abs().sum() > 0, (out_name, in_name)
+            else:
+                assert torch.count_nonzero(block) == 0, (out_name, in_name)
+    # The shared code sees every modality.
+    assert all(jac[len(order)][j].abs().sum() > 0 for j in range(len(order)))
+
+
+def test_absent_modality_never_reaches_any_output() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2)
+    x = features(4)
+    present = {m: torch.ones(4, dtype=torch.bool) for m in SIZES}
+    present["video"] = torch.tensor([True, False, True, False])
+    z = head(x, present)
+    poisoned = dict(x, video=x["video"].clone())
+    poisoned["video"][~present["video"]] = float("nan")
+    z_nan = head(poisoned, present)
+    assert z_nan == z
+    assert all(torch.isfinite(t).all() for _, t in z_nan.items())
+    assert torch.equal(z.private["video"][1], torch.zeros(2))
+    assert torch.equal(z.mask("video"), present["video"])
+    # ...and gradients into the absent rows are exactly zero, not NaN.
+    leaf = poisoned["video"].requires_grad_()
+    out = head(dict(poisoned, video=leaf), present)
+    sum(t.sum() for _, t in out.items()).backward()
+    assert leaf.grad is not None
+    assert torch.equal(leaf.grad[~present["video"]], torch.zeros(2, 4))
+
+
+def test_masked_head_matches_running_each_sample_alone() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2)
+    x = features(5)
+    present = {
+        "audio": torch.tensor([True, False, True, True, False]),
+        "text": torch.tensor([False, True, True, False, False]),
+        "video": torch.tensor([True, True, False, True, True]),
+    }
+    z = head(x, present)
+    for i in range(5):
+        zi = head({m: x[m][i : i + 1] for m in SIZES}, {m: present[m][i : i + 1] for m in SIZES})
+        torch.testing.assert_close(zi.shared, z.shared[i : i + 1])
+        for m in SIZES:
+            torch.testing.assert_close(zi.private[m], z.private[m][i : i + 1])
+
+
+def test_gradients_reach_every_parameter() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2)
+    z = head(features())
+    sum(t.square().sum() for _, t in z.items()).backward()
+    for name, p in head.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_custom_fusion_is_used() -> None:
+    class MeanOfProjections(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.ModuleDict({m: nn.Linear(d, 3) for m, d in SIZES.items()})
+
+        def forward(self, feats: dict[str, torch.Tensor], present: object = None) -> torch.Tensor:
+            return torch.stack([self.proj[m](feats[m]) for m in sorted(feats)]).mean(0)
+
+    fusion = MeanOfProjections()
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2, fusion=fusion)
+    x = features()
+    torch.testing.assert_close(head(x).shared, fusion(x))
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"audio": torch.randn(2, 6), "video": torch.randn(2, 4)}, r"missing \['text'\]"),
+        (
+            {"audio": torch.randn(2, 6), "video": torch.randn(2, 4), "txet": torch.randn(2, 5)},
+            r"missing \['text'\], unknown \['txet'\]",
+        ),
+        (
+            {"audio": torch.randn(2, 6), "video": torch.randn(2, 3), "text": torch.randn(2, 5)},
+            r"modality 'video': expected features of shape \(B, 4\), got \(2, 3\)",
+        ),
+        (
+            {"audio": torch.randn(2, 6), "video": torch.randn(2, 4), "text": torch.randn(3, 5)},
+            r"modality 'video': batch size 2 differs from modality 'text' \(batch size 3\)|"
+            r"modality 'text': batch size 3 differs",
+        ),
+        (
+            {"audio": torch.randn(2, 1, 6), "video": torch.randn(2, 4), "text": torch.randn(2, 5)},
+            r"modality 'audio': expected features of shape \(B, 6\), got \(2, 1, 6\)",
+        ),
+    ],
+)
+def test_bad_input_names_modality_and_shapes(inputs: dict[str, torch.Tensor], message: str) -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2)
+    with pytest.raises(ValueError, match=message):
+        head(inputs)
+
+
+def test_bad_construction_is_rejected() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        FactorizedHead({"shared": 3}, shared_size=2, private_size=2)
+    with pytest.raises(ValueError, match=r"private_size.*missing \['video'\]"):
+        FactorizedHead({"audio": 3, "video": 2}, shared_size=2, private_size={"audio": 2})
+    with pytest.raises(ValueError, match="shared_size must be a positive int"):
+        FactorizedHead({"audio": 3}, shared_size=0, private_size=2)
+    with pytest.raises(ValueError, match="at least one modality"):
+        ConcatFusion({}, output_size=3)

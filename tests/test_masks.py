@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from factorkit import any_present, check_presence, fill_absent, random_presence
+
+
+def test_random_presence_keeps_one_modality_and_matches_rate() -> None:
+    gen = torch.Generator().manual_seed(1)
+    present = random_presence(["a", "b", "c"], 20000, 0.3, generator=gen)
+    stacked = torch.stack(list(present.values()))
+    assert stacked.any(dim=0).all()
+    # Drop rate 0.3; all-dropped samples (0.3^3 = 2.7%) get one modality back: 0.3 - 0.027/3.
+    assert abs((~stacked).float().mean().item() - (0.3 - 0.3**3 / 3)) < 0.01
+    assert list(present) == ["a", "b", "c"]
+
+
+def test_random_presence_is_reproducible_and_validates_rate() -> None:
+    a = random_presence(["x", "y"], 50, 0.5, generator=torch.Generator().manual_seed(3))
+    b = random_presence(["x", "y"], 50, 0.5, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="missing_rate"):
+        random_presence(["x"], 3, 1.0)
+
+
+def test_fill_absent_is_nan_safe() -> None:
+    x = torch.tensor([[1.0, 2.0], [float("nan"), float("inf")]])
+    out = fill_absent(x, torch.tensor([True, False]))
+    assert torch.equal(out, torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+    images = torch.full((2, 1, 2, 2), float("nan"))
+    assert torch.equal(fill_absent(images, torch.tensor([False, False])), torch.zeros(2, 1, 2, 2))
+
+
+def test_check_presence_errors_name_modality_and_shapes() -> None:
+    with pytest.raises(ValueError, match=r"modality 'a'.*shape \(4,\), got \(3,\)"):
+        check_presence({"a": torch.ones(3, dtype=torch.bool)}, ["a"], 4)
+    with pytest.raises(ValueError, match=r"modality 'a'.*bool"):
+        check_presence({"a": torch.ones(4)}, ["a"], 4)
+    with pytest.raises(ValueError, match=r"missing \['b'\].*unknown \['c'\]"):
+        check_presence(
+            {"a": torch.ones(4, dtype=torch.bool), "c": torch.ones(4, dtype=torch.bool)},
+            ["a", "b"],
+            4,
+        )
+
+
+def test_any_present() -> None:
+    m = {"a": torch.tensor([True, False, False]), "b": torch.tensor([False, False, True])}
+    assert torch.equal(any_present(m), torch.tensor([True, False, True]))
