@@ -1,0 +1,1 @@
+"""Runnable examples composing the full MFM from factorkit blocks, and their data."""
