@@ -7,6 +7,45 @@ per modality, each pulled toward its prior with an MMD penalty.
 
 from __future__ import annotations
 
+from factorkit.metrics import (
+    accuracy,
+    accuracy_2,
+    accuracy_7,
+    f1,
+    mae,
+    pearson_corr,
+    per_target_corr,
+    per_target_mae,
+    weighted_f1,
+)
+from factorkit.sequence import (
+    MemoryFusionEncoder,
+    SequenceDecoder,
+    SequenceEncoder,
+    SequenceMSELoss,
+    infer_padding_mask,
+    lengths_to_mask,
+    sequence_mse,
+)
+
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "MemoryFusionEncoder",
+    "SequenceDecoder",
+    "SequenceEncoder",
+    "SequenceMSELoss",
+    "__version__",
+    "accuracy",
+    "accuracy_2",
+    "accuracy_7",
+    "f1",
+    "infer_padding_mask",
+    "lengths_to_mask",
+    "mae",
+    "pearson_corr",
+    "per_target_corr",
+    "per_target_mae",
+    "sequence_mse",
+    "weighted_f1",
+]
