@@ -14,6 +14,26 @@ from factorkit.heads import FactorizedHead
 from factorkit.latents import FactorizedLatents
 from factorkit.masks import any_present, check_presence, fill_absent, random_presence
 from factorkit.predictor import Predictor
+from factorkit.metrics import (
+    accuracy,
+    accuracy_2,
+    accuracy_7,
+    f1,
+    mae,
+    pearson_corr,
+    per_target_corr,
+    per_target_mae,
+    weighted_f1,
+)
+from factorkit.sequence import (
+    MemoryFusionEncoder,
+    SequenceDecoder,
+    SequenceEncoder,
+    SequenceMSELoss,
+    infer_padding_mask,
+    lengths_to_mask,
+    sequence_mse,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -32,4 +52,21 @@ __all__ = [
     "check_presence",
     "fill_absent",
     "random_presence",
+    "MemoryFusionEncoder",
+    "SequenceDecoder",
+    "SequenceEncoder",
+    "SequenceMSELoss",
+    "__version__",
+    "accuracy",
+    "accuracy_2",
+    "accuracy_7",
+    "f1",
+    "infer_padding_mask",
+    "lengths_to_mask",
+    "mae",
+    "pearson_corr",
+    "per_target_corr",
+    "per_target_mae",
+    "sequence_mse",
+    "weighted_f1",
 ]
