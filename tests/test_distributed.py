@@ -43,6 +43,11 @@ def _problem() -> tuple[Tensor, Tensor, nn.Linear]:
     return x, reference, model
 
 
+def _own_reference(reference: Tensor, rank: int) -> Tensor:
+    """A different reference per rank, like a prior sample drawn on each rank."""
+    return reference + 0.5 * rank
+
+
 def _naive_mmd2(a: Tensor, b: Tensor) -> Tensor:
     """Biased Gaussian-kernel MMD^2 through an explicit pairwise broadcast."""
 
@@ -76,6 +81,10 @@ def _rank_results(rank: int) -> dict[str, Any]:
     local_loss = _naive_mmd2(local_model(x.detach()), reference)
     local_loss.backward()
 
+    _, _, own_model = _problem()
+    own_z_all = all_gather_with_grad(own_model(x.detach()))
+    _naive_mmd2(own_z_all, _own_reference(reference, rank)).backward()
+
     # Rank 0 holds no rows here: the smaller slice is now on rank 0, and it is empty.
     empty_first = all_gather_with_grad(x_full[:0] if rank == 0 else x_full[:4])
     try:
@@ -94,6 +103,7 @@ def _rank_results(rank: int) -> dict[str, Any]:
         "param_grads": _ddp_average(model),
         "local_loss": local_loss.detach(),
         "local_param_grads": _ddp_average(local_model),
+        "own_reference_param_grads": _ddp_average(own_model),
         "empty_first": empty_first,
         "shape_error": shape_error,
     }
@@ -189,6 +199,18 @@ def test_input_gradient_is_world_times_single_process_slice(
         lo, hi = SLICES[rank]
         expected = WORLD * single["x_grad"][lo:hi]
         torch.testing.assert_close(result["x_grad"], expected, rtol=0, atol=TOL)
+
+
+def test_different_losses_per_rank_train_their_mean(two_ranks: list[dict[str, Any]]) -> None:
+    # When the ranks' losses differ (each drew its own prior sample), the DDP update is
+    # the gradient of the mean of the per-rank global-batch losses.
+    x_full, reference, model = _problem()
+    losses = [_naive_mmd2(model(x_full), _own_reference(reference, r)) for r in range(WORLD)]
+    torch.stack(losses).mean().backward()
+    for result in two_ranks:
+        for name, param in model.named_parameters():
+            got = result["own_reference_param_grads"][name]
+            torch.testing.assert_close(got, param.grad, rtol=0, atol=TOL)
 
 
 def test_per_rank_estimate_differs_from_global(
