@@ -45,7 +45,9 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
     ``W * dL/dx_r`` for its slice ``x_r``. DDP then averages parameter gradients over
     the W ranks, and the sum over r of ``W * dL/dx_r * dx_r/dtheta``, divided by W, is
     exactly ``dL/dtheta`` of a single process running on the concatenated batch. (The
-    input gradient a rank sees is therefore W times the single-process one.)
+    input gradient a rank sees is therefore W times the single-process one.) If the
+    ranks' losses differ (say each drew its own prior sample), the same argument gives
+    the gradient of the mean of the W per-rank losses.
 
     Outside an initialised process group, or with world size 1, ``x`` is returned
     unchanged and the gradient is the identity.
@@ -61,8 +63,8 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
         The global batch; rows ``offset_r : offset_r + B_r`` are rank r's ``x``.
 
     Raises:
-        ValueError: the ranks' tensors differ in their trailing shape (raised on every
-            rank).
+        ValueError: ``x`` is a scalar, or the ranks' tensors differ in their trailing
+            shape (then raised on every rank).
 
     Shapes:
         x: (B_r, ...) on rank r. Returns: (sum_r B_r, ...), identical on every rank.
