@@ -8,6 +8,7 @@ per modality, each pulled toward its prior with an MMD penalty.
 from __future__ import annotations
 
 from factorkit.decoders import ImageDecoder, ModalityDecoders, VectorDecoder
+from factorkit.distributed import all_gather_with_grad
 from factorkit.fusion import ConcatFusion
 from factorkit.generators import FactorGenerator, FactorGenerators
 from factorkit.heads import FactorizedHead
@@ -48,6 +49,7 @@ __all__ = [
     "Predictor",
     "VectorDecoder",
     "__version__",
+    "all_gather_with_grad",
     "any_present",
     "check_presence",
     "fill_absent",
