@@ -1,0 +1,1 @@
+"""Runnable factorkit examples and their data loaders."""
