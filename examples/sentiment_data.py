@@ -277,16 +277,15 @@ def _build(
     raw: Mapping[str, _RawSplit], *, task: Task, output_size: int, padding: Padding | str
 ) -> SequenceDataset:
     """Validate, clean non-finite values, find the padding side and wrap in tensors."""
+    if padding not in ("auto", "front", "end"):
+        raise ValueError(f"padding must be 'auto', 'front' or 'end', got {padding!r}")
     for name, split in raw.items():
         _check_split(name, split)
     for modality in sorted(raw["train"].features):
         _replace_nonfinite(modality, [split.features[modality] for split in raw.values()])
+    side: Padding = "end" if padding == "end" else "front"
     if padding == "auto":
         side = _detect_padding(raw)
-    elif padding in ("front", "end"):
-        side = "front" if padding == "front" else "end"
-    else:
-        raise ValueError(f"padding must be 'auto', 'front' or 'end', got {padding!r}")
     splits = {}
     for name, split in raw.items():
         lengths = split.lengths if split.lengths is not None else _lengths(split.features, side)
