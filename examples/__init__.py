@@ -1,1 +1,2 @@
 """Runnable examples composing the full MFM from factorkit blocks, and their data."""
+"""Runnable factorkit examples and their data loaders."""
