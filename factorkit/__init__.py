@@ -14,6 +14,13 @@ from factorkit.heads import FactorizedHead
 from factorkit.latents import FactorizedLatents
 from factorkit.masks import any_present, check_presence, fill_absent, random_presence
 from factorkit.predictor import Predictor
+from factorkit.reconstruction import ReconstructionLoss, reconstruction_loss
+from factorkit.surrogate import (
+    SurrogateInference,
+    SurrogateLoss,
+    complete_latents,
+    surrogate_loss,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -26,10 +33,16 @@ __all__ = [
     "ImageDecoder",
     "ModalityDecoders",
     "Predictor",
+    "ReconstructionLoss",
+    "SurrogateInference",
+    "SurrogateLoss",
     "VectorDecoder",
     "__version__",
     "any_present",
     "check_presence",
+    "complete_latents",
     "fill_absent",
     "random_presence",
+    "reconstruction_loss",
+    "surrogate_loss",
 ]
