@@ -4,14 +4,20 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from factorkit import (
+    FactorGenerators,
     FactorizedHead,
     FactorizedLatents,
+    ModalityDecoders,
+    Predictor,
     SurrogateInference,
     SurrogateLoss,
+    VectorDecoder,
     complete_latents,
     random_presence,
+    reconstruction_loss,
     surrogate_loss,
 )
 
@@ -321,3 +327,43 @@ def test_autocast_bf16_on_cpu(mode: str) -> None:
     for (_, a), (_, b) in zip(reference.items(), low.items(), strict=True):
         assert torch.isfinite(b).all()
         torch.testing.assert_close(b.float(), a, rtol=0.1, atol=0.05)
+
+
+class TinyMFM(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = FactorizedHead(SIZES, shared_size=3, private_size=PRIVATE)
+        self.generators = FactorGenerators.for_head(self.head, factor_size=8)
+        self.decoders = ModalityDecoders({m: VectorDecoder(8, 8, d) for m, d in SIZES.items()})
+        self.predictor = Predictor(8, 4)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_documented_training_recipes_send_gradients_where_they_belong(frozen: bool) -> None:
+    mfm, sur = TinyMFM(), make("shared")
+    if frozen:
+        mfm.requires_grad_(False)
+    x, y = features(14), torch.randint(4, (14,))
+    observed = every_pattern(2)
+    missing = {m: ~observed[m] for m in observed}
+    z = mfm.head(x)
+    z_sur = sur(x, observed)
+    f = mfm.generators(complete_latents(z, z_sur, observed))
+    label = F.cross_entropy(mfm.predictor(f.shared), y)
+    recon = reconstruction_loss(mfm.decoders(f), x, missing)
+    # Label and reconstruction reach the surrogate through the (possibly frozen) model.
+    for term in (label, recon):
+        grads = torch.autograd.grad(term, list(sur.parameters()), retain_graph=True)
+        assert sum(g.abs().sum() for g in grads) > 0
+    (label + recon + surrogate_loss(z_sur, z)).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in sur.parameters())
+    if frozen:
+        assert all(p.grad is None for p in mfm.parameters())
+        return
+    for name, p in mfm.named_parameters():
+        # Only missing modalities are reconstructed, so the head's private codes (used for
+        # observed slots only) get no gradient here; everything else trains jointly.
+        if name.startswith("head.private_encoders"):
+            assert p.grad is None or torch.count_nonzero(p.grad) == 0, name
+        else:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
