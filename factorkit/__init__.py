@@ -34,6 +34,12 @@ from factorkit.sequence import (
     infer_padding_mask,
     lengths_to_mask,
     sequence_mse,
+from factorkit.reconstruction import ReconstructionLoss, reconstruction_loss
+from factorkit.surrogate import (
+    SurrogateInference,
+    SurrogateLoss,
+    complete_latents,
+    surrogate_loss,
 )
 
 __version__ = "0.1.0.dev0"
@@ -47,11 +53,15 @@ __all__ = [
     "ImageDecoder",
     "ModalityDecoders",
     "Predictor",
+    "ReconstructionLoss",
+    "SurrogateInference",
+    "SurrogateLoss",
     "VectorDecoder",
     "__version__",
     "all_gather_with_grad",
     "any_present",
     "check_presence",
+    "complete_latents",
     "fill_absent",
     "random_presence",
     "MemoryFusionEncoder",
@@ -71,4 +81,6 @@ __all__ = [
     "per_target_mae",
     "sequence_mse",
     "weighted_f1",
+    "reconstruction_loss",
+    "surrogate_loss",
 ]
