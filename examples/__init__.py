@@ -1,2 +1,1 @@
-"""Runnable examples composing the full MFM from factorkit blocks, and their data."""
-"""Runnable factorkit examples and their data loaders."""
+"""Runnable examples composing the full MFM from factorkit blocks, and their data loaders."""

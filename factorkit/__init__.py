@@ -14,7 +14,6 @@ from factorkit.generators import FactorGenerator, FactorGenerators
 from factorkit.heads import FactorizedHead
 from factorkit.latents import FactorizedLatents
 from factorkit.masks import any_present, check_presence, fill_absent, random_presence
-from factorkit.predictor import Predictor
 from factorkit.metrics import (
     accuracy,
     accuracy_2,
@@ -26,6 +25,8 @@ from factorkit.metrics import (
     per_target_mae,
     weighted_f1,
 )
+from factorkit.predictor import Predictor
+from factorkit.reconstruction import ReconstructionLoss, reconstruction_loss
 from factorkit.sequence import (
     MemoryFusionEncoder,
     SequenceDecoder,
@@ -34,13 +35,8 @@ from factorkit.sequence import (
     infer_padding_mask,
     lengths_to_mask,
     sequence_mse,
-from factorkit.reconstruction import ReconstructionLoss, reconstruction_loss
-from factorkit.surrogate import (
-    SurrogateInference,
-    SurrogateLoss,
-    complete_latents,
-    surrogate_loss,
 )
+from factorkit.surrogate import SurrogateInference, SurrogateLoss, complete_latents, surrogate_loss
 
 __version__ = "0.1.0.dev0"
 
@@ -51,36 +47,35 @@ __all__ = [
     "FactorizedHead",
     "FactorizedLatents",
     "ImageDecoder",
+    "MemoryFusionEncoder",
     "ModalityDecoders",
     "Predictor",
     "ReconstructionLoss",
+    "SequenceDecoder",
+    "SequenceEncoder",
+    "SequenceMSELoss",
     "SurrogateInference",
     "SurrogateLoss",
     "VectorDecoder",
     "__version__",
+    "accuracy",
+    "accuracy_2",
+    "accuracy_7",
     "all_gather_with_grad",
     "any_present",
     "check_presence",
     "complete_latents",
-    "fill_absent",
-    "random_presence",
-    "MemoryFusionEncoder",
-    "SequenceDecoder",
-    "SequenceEncoder",
-    "SequenceMSELoss",
-    "__version__",
-    "accuracy",
-    "accuracy_2",
-    "accuracy_7",
     "f1",
+    "fill_absent",
     "infer_padding_mask",
     "lengths_to_mask",
     "mae",
     "pearson_corr",
     "per_target_corr",
     "per_target_mae",
-    "sequence_mse",
-    "weighted_f1",
+    "random_presence",
     "reconstruction_loss",
+    "sequence_mse",
     "surrogate_loss",
+    "weighted_f1",
 ]
