@@ -12,6 +12,12 @@ from factorkit.distributed import all_gather_with_grad
 from factorkit.fusion import ConcatFusion
 from factorkit.generators import FactorGenerator, FactorGenerators
 from factorkit.heads import FactorizedHead
+from factorkit.interpret import (
+    FactorContributions,
+    JacobianNorms,
+    decoder_jacobian_norms,
+    factor_contributions,
+)
 from factorkit.latents import FactorizedLatents
 from factorkit.masks import any_present, check_presence, fill_absent, random_presence
 from factorkit.metrics import (
@@ -26,6 +32,14 @@ from factorkit.metrics import (
     weighted_f1,
 )
 from factorkit.predictor import Predictor
+from factorkit.probes import (
+    content_transfer,
+    linear_probe_accuracy,
+    linear_probe_r2,
+    recombine_latents,
+    style_transfer,
+    transfer_grid,
+)
 from factorkit.reconstruction import ReconstructionLoss, reconstruction_loss
 from factorkit.sequence import (
     MemoryFusionEncoder,
@@ -42,11 +56,13 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ConcatFusion",
+    "FactorContributions",
     "FactorGenerator",
     "FactorGenerators",
     "FactorizedHead",
     "FactorizedLatents",
     "ImageDecoder",
+    "JacobianNorms",
     "MemoryFusionEncoder",
     "ModalityDecoders",
     "Predictor",
@@ -65,17 +81,25 @@ __all__ = [
     "any_present",
     "check_presence",
     "complete_latents",
+    "content_transfer",
+    "decoder_jacobian_norms",
     "f1",
+    "factor_contributions",
     "fill_absent",
     "infer_padding_mask",
     "lengths_to_mask",
+    "linear_probe_accuracy",
+    "linear_probe_r2",
     "mae",
     "pearson_corr",
     "per_target_corr",
     "per_target_mae",
     "random_presence",
+    "recombine_latents",
     "reconstruction_loss",
     "sequence_mse",
+    "style_transfer",
     "surrogate_loss",
+    "transfer_grid",
     "weighted_f1",
 ]
