@@ -7,6 +7,19 @@ per modality, each pulled toward its prior with an MMD penalty.
 
 from __future__ import annotations
 
+from factorkit.kernels import GaussianKernel, InverseMultiquadraticKernel, Kernel, SumKernel
+from factorkit.mmd_loss import MMDPriorLoss, PriorSampler, gaussian_prior_mmd, mmd
+
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "GaussianKernel",
+    "InverseMultiquadraticKernel",
+    "Kernel",
+    "MMDPriorLoss",
+    "PriorSampler",
+    "SumKernel",
+    "__version__",
+    "gaussian_prior_mmd",
+    "mmd",
+]
