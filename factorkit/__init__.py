@@ -18,6 +18,7 @@ from factorkit.interpret import (
     decoder_jacobian_norms,
     factor_contributions,
 )
+from factorkit.kernels import GaussianKernel, InverseMultiquadraticKernel, Kernel, SumKernel
 from factorkit.latents import FactorizedLatents
 from factorkit.masks import any_present, check_presence, fill_absent, random_presence
 from factorkit.metrics import (
@@ -31,6 +32,7 @@ from factorkit.metrics import (
     per_target_mae,
     weighted_f1,
 )
+from factorkit.mmd_loss import MMDPriorLoss, PriorSampler, gaussian_prior_mmd, mmd
 from factorkit.predictor import Predictor
 from factorkit.probes import (
     content_transfer,
@@ -61,15 +63,21 @@ __all__ = [
     "FactorGenerators",
     "FactorizedHead",
     "FactorizedLatents",
+    "GaussianKernel",
     "ImageDecoder",
+    "InverseMultiquadraticKernel",
     "JacobianNorms",
+    "Kernel",
+    "MMDPriorLoss",
     "MemoryFusionEncoder",
     "ModalityDecoders",
     "Predictor",
+    "PriorSampler",
     "ReconstructionLoss",
     "SequenceDecoder",
     "SequenceEncoder",
     "SequenceMSELoss",
+    "SumKernel",
     "SurrogateInference",
     "SurrogateLoss",
     "VectorDecoder",
@@ -86,11 +94,13 @@ __all__ = [
     "f1",
     "factor_contributions",
     "fill_absent",
+    "gaussian_prior_mmd",
     "infer_padding_mask",
     "lengths_to_mask",
     "linear_probe_accuracy",
     "linear_probe_r2",
     "mae",
+    "mmd",
     "pearson_corr",
     "per_target_corr",
     "per_target_mae",
