@@ -12,6 +12,13 @@ from factorkit.distributed import all_gather_with_grad
 from factorkit.fusion import ConcatFusion
 from factorkit.generators import FactorGenerator, FactorGenerators
 from factorkit.heads import FactorizedHead
+from factorkit.interpret import (
+    FactorContributions,
+    JacobianNorms,
+    decoder_jacobian_norms,
+    factor_contributions,
+)
+from factorkit.kernels import GaussianKernel, InverseMultiquadraticKernel, Kernel, SumKernel
 from factorkit.latents import FactorizedLatents
 from factorkit.masks import any_present, check_presence, fill_absent, random_presence
 from factorkit.metrics import (
@@ -25,7 +32,16 @@ from factorkit.metrics import (
     per_target_mae,
     weighted_f1,
 )
+from factorkit.mmd_loss import MMDPriorLoss, PriorSampler, gaussian_prior_mmd, mmd
 from factorkit.predictor import Predictor
+from factorkit.probes import (
+    content_transfer,
+    linear_probe_accuracy,
+    linear_probe_r2,
+    recombine_latents,
+    style_transfer,
+    transfer_grid,
+)
 from factorkit.reconstruction import ReconstructionLoss, reconstruction_loss
 from factorkit.sequence import (
     MemoryFusionEncoder,
@@ -42,18 +58,26 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ConcatFusion",
+    "FactorContributions",
     "FactorGenerator",
     "FactorGenerators",
     "FactorizedHead",
     "FactorizedLatents",
+    "GaussianKernel",
     "ImageDecoder",
+    "InverseMultiquadraticKernel",
+    "JacobianNorms",
+    "Kernel",
+    "MMDPriorLoss",
     "MemoryFusionEncoder",
     "ModalityDecoders",
     "Predictor",
+    "PriorSampler",
     "ReconstructionLoss",
     "SequenceDecoder",
     "SequenceEncoder",
     "SequenceMSELoss",
+    "SumKernel",
     "SurrogateInference",
     "SurrogateLoss",
     "VectorDecoder",
@@ -65,17 +89,27 @@ __all__ = [
     "any_present",
     "check_presence",
     "complete_latents",
+    "content_transfer",
+    "decoder_jacobian_norms",
     "f1",
+    "factor_contributions",
     "fill_absent",
+    "gaussian_prior_mmd",
     "infer_padding_mask",
     "lengths_to_mask",
+    "linear_probe_accuracy",
+    "linear_probe_r2",
     "mae",
+    "mmd",
     "pearson_corr",
     "per_target_corr",
     "per_target_mae",
     "random_presence",
+    "recombine_latents",
     "reconstruction_loss",
     "sequence_mse",
+    "style_transfer",
     "surrogate_loss",
+    "transfer_grid",
     "weighted_f1",
 ]
