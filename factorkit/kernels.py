@@ -135,7 +135,7 @@ class Kernel:
         Shapes:
             x: (N, D), y: (M, D) -> (N, M).
 
-        Example:
+        Examples:
             >>> k = GaussianKernel(bandwidth=1.0)
             >>> k(torch.zeros(2, 3), torch.zeros(4, 3)).shape
             torch.Size([2, 4])
@@ -179,7 +179,7 @@ class GaussianKernel(Kernel):
             so that no second pass over the full n x n matrix is needed.
         median_points: subsample size for the median rule.
 
-    Example:
+    Examples:
         >>> k = GaussianKernel()  # the MFM default
         >>> float(k(torch.zeros(1, 4), torch.ones(1, 4)))  # exp(-4 / 16)
         0.7788007855415344
@@ -233,7 +233,7 @@ class InverseMultiquadraticKernel(Kernel):
         scales: the multipliers ``s``.
         prior_variance: ``sigma^2`` of the prior the latents are pulled toward.
 
-    Example:
+    Examples:
         >>> k = InverseMultiquadraticKernel(scales=(1.0,))
         >>> float(k(torch.zeros(1, 2), torch.ones(1, 2)))  # C = 4: 4 / (4 + 2)
         0.6666666865348816
@@ -266,7 +266,7 @@ class InverseMultiquadraticKernel(Kernel):
 class SumKernel(Kernel):
     """Sum of kernels; all components share one squared-distance matrix.
 
-    Example:
+    Examples:
         >>> k = GaussianKernel(bandwidth=1.0) + InverseMultiquadraticKernel(scales=1.0)
         >>> k.plan(torch.zeros(3, 2)).kinds
         ('gaussian', 'imq')

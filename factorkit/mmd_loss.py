@@ -95,7 +95,7 @@ def mmd(
         ValueError: 1-D or mismatched inputs, non-finite values, too few rows for the
             unbiased estimator, unknown options.
 
-    Example:
+    Examples:
         >>> x, y = torch.randn(128, 8), torch.randn(96, 8) + 1.0
         >>> loss = mmd(x, y)
         >>> bool(loss > mmd(x, torch.randn(96, 8)))
@@ -166,7 +166,7 @@ def gaussian_prior_mmd(
     Shapes:
         z: (B, D), mask: (B,) -> ().
 
-    Example:
+    Examples:
         >>> z = torch.randn(256, 16)
         >>> bool(gaussian_prior_mmd(z) < gaussian_prior_mmd(z + 2.0))
         True
@@ -355,7 +355,7 @@ class MMDPriorLoss(nn.Module):
     Shapes:
         z: (B, D), mask: (B,) -> ().
 
-    Example:
+    Examples:
         >>> loss_fn = MMDPriorLoss()
         >>> z = torch.randn(64, 8, requires_grad=True)
         >>> loss_fn(z).backward()

@@ -142,18 +142,20 @@ def test_the_shapes_rule_sees_tensor_signatures() -> None:
     assert not shape_docs(factorkit.distributed.world_info)[0]
 
 
-def doctest_globals() -> dict[str, Any]:
+def doctest_globals(obj: Any) -> dict[str, Any]:
+    """The defining module's namespace, plus ``torch`` and every public factorkit name."""
+    module = importlib.import_module(obj.__module__)
     names = {n: getattr(factorkit, n) for n in factorkit.__all__}
-    return {"torch": torch, "factorkit": factorkit, **names}
+    return {**vars(module), "torch": torch, "factorkit": factorkit, **names}
 
 
-def examples() -> dict[str, doctest.DocTest]:
+def examples() -> dict[str, tuple[Any, doctest.DocTest]]:
     finder = doctest.DocTestFinder(recurse=True)
     found = {}
     for obj in PUBLIC.values():
-        for test in finder.find(obj, globs=doctest_globals()):
+        for test in finder.find(obj):
             if test.examples:
-                found[test.name] = test
+                found[test.name] = (obj, test)
     return dict(sorted(found.items()))
 
 
@@ -167,7 +169,7 @@ def test_docstring_examples_are_found() -> None:
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_docstring_examples_run(name: str) -> None:
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    test = EXAMPLES[name]
-    test.globs = doctest_globals()
+    obj, test = EXAMPLES[name]
+    test.globs = doctest_globals(obj)
     result = runner.run(test, out=lambda text: print(text, end=""))
     assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} examples failed"
