@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
 from factorkit._mmd_engine import weighted_kernel_sum
+from factorkit.distributed import all_gather_with_grad
 from factorkit.kernels import GaussianKernel, Kernel, KernelPlan
 
 __all__ = ["MMDPriorLoss", "PriorSampler", "gaussian_prior_mmd", "mmd"]
@@ -55,6 +56,7 @@ def mmd(
     y_mask: Tensor | None = None,
     check_finite: bool = True,
     generator: torch.Generator | None = None,
+    gather: bool = False,
 ) -> Tensor:
     """Squared maximum mean discrepancy between two samples.
 
@@ -84,6 +86,11 @@ def mmd(
         check_finite: raise on NaN/inf in present rows (one host sync; skipped under
             ``torch.compile``).
         generator: random generator for the RFF frequencies.
+        gather: under ``torch.distributed``, compute the MMD of the global batch: both
+            samples (and masks) are gathered from every rank with
+            :func:`~factorkit.distributed.all_gather_with_grad` (per-rank sizes may
+            differ), so every rank gets the same value and, after DDP's gradient
+            averaging, the single-process gradient. A no-op outside a process group.
 
     Returns:
         0-dim tensor, float32 (float64 for float64 input).
@@ -102,6 +109,9 @@ def mmd(
         True
     """
     _check_options(estimator, mode, chunk_size, features)
+    if gather:
+        x, x_mask = _gather(x, x_mask)
+        y, y_mask = _gather(y, y_mask)
     _check_pair(x, y, estimator)
     dtype = _compute_dtype(x, y)
     with torch.autocast(x.device.type, enabled=False):
@@ -351,6 +361,8 @@ class MMDPriorLoss(nn.Module):
         num_samples: prior sample size; default the batch size.
         check_finite: raise on non-finite codes (one host sync per call).
         generator: random generator for the default prior and the RFF frequencies.
+        gather: under ``torch.distributed``, the loss of the global batch (codes gathered
+            from every rank with gradients, see :func:`mmd`); a no-op otherwise.
 
     Shapes:
         z: (B, D), mask: (B,) -> ().
@@ -375,6 +387,7 @@ class MMDPriorLoss(nn.Module):
         num_samples: int | None = None,
         check_finite: bool = True,
         generator: torch.Generator | None = None,
+        gather: bool = False,
     ) -> None:
         super().__init__()
         allowed = ("biased", "unbiased", "analytic", "analytic-unbiased")
@@ -389,6 +402,7 @@ class MMDPriorLoss(nn.Module):
         self.num_samples = num_samples
         self.check_finite = check_finite
         self.generator = generator
+        self.gather = gather
         self._analytic = _analytic_prior(prior) if estimator.startswith("analytic") else None
         if self._analytic is not None and mode == "rff":
             raise ValueError("the analytic estimators use mode 'dense' or 'chunked', not 'rff'")
@@ -406,6 +420,12 @@ class MMDPriorLoss(nn.Module):
             0-dim tensor (float32, or float64 for float64 codes).
         """
         est: Estimator = "unbiased" if self.estimator.endswith("unbiased") else "biased"
+        if self.gather:
+            # Every rank then draws its own prior sample of the global size: with equal
+            # seeds this is exactly the single-process computation, otherwise an equally
+            # valid estimate (gathering per-rank samples would repeat rows under equal
+            # seeds).
+            z, mask = _gather(z, mask)
         if self._analytic is not None:
             loc, scale = self._analytic
             return gaussian_prior_mmd(
@@ -452,6 +472,13 @@ class MMDPriorLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kernel={self.kernel!r}, estimator={self.estimator!r}, mode={self.mode!r}"
+
+
+def _gather(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Rows (and their presence mask) of every rank, in rank order."""
+    if mask is None:
+        return all_gather_with_grad(x), None
+    return all_gather_with_grad(x), all_gather_with_grad(mask.to(torch.uint8)).bool()
 
 
 def _analytic_prior(prior: object) -> tuple[Tensor | float, Tensor | float]:

@@ -18,12 +18,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 
+from factorkit import MMDPriorLoss, mmd
 from factorkit.distributed import all_gather_with_grad, is_distributed, world_info
 
 WORLD = 2
 # Uneven on purpose: rank 0 holds rows 0:5, rank 1 rows 5:8.
 SLICES = [(0, 5), (5, 8)]
 IN_SIZE, OUT_SIZE, N_REF = 4, 3, 6
+MASK = torch.tensor([True, True, False, True, True, True, False, True])
 TOL = 1e-6
 # The negative controls must miss by far more than the tolerance of the positive checks.
 GAP = 1e4 * TOL
@@ -93,7 +95,19 @@ def _rank_results(rank: int) -> dict[str, Any]:
     except ValueError as error:
         shape_error = str(error)
 
+    # factorkit's own losses with gather=True: the same prior sample on every rank (equal
+    # seeds), a presence mask, and a second data sample for mmd(x, y).
+    _, _, prior_model = _problem()
+    prior_loss = MMDPriorLoss(gather=True, generator=torch.Generator().manual_seed(7))
+    mask = MASK[lo:hi]
+    prior_value = prior_loss(prior_model(x.detach()), mask=mask)
+    y = _own_reference(reference, 0)[rank * 3 : rank * 3 + 2 + rank]
+    pair_value = mmd(prior_model(x.detach()), y, gather=True)
+    (prior_value + pair_value).backward()
+
     return {
+        "gathered_loss": (prior_value + pair_value).detach(),
+        "gathered_param_grads": _ddp_average(prior_model),
         "world_info": world_info(),
         "is_distributed": is_distributed(),
         "x_all": all_gather_with_grad(x.detach()),
@@ -149,6 +163,28 @@ def single() -> dict[str, Any]:
     loss.backward()
     grads = {name: p.grad for name, p in model.named_parameters()}
     return {"x": x_full, "z": z.detach(), "loss": loss.detach(), "x_grad": x.grad, "grads": grads}
+
+
+def test_factorkit_losses_with_gather_match_single_process(
+    two_ranks: list[dict[str, Any]],
+) -> None:
+    x_full, reference, model = _problem()
+    prior_loss = MMDPriorLoss(generator=torch.Generator().manual_seed(7))
+    y = torch.cat([_own_reference(reference, 0)[0:2], _own_reference(reference, 0)[3:6]])
+    loss = prior_loss(model(x_full), mask=MASK) + mmd(model(x_full), y)
+    loss.backward()
+    for result in two_ranks:
+        torch.testing.assert_close(result["gathered_loss"], loss.detach(), rtol=0, atol=TOL)
+        for name, param in model.named_parameters():
+            got = result["gathered_param_grads"][name]
+            torch.testing.assert_close(got, param.grad, rtol=0, atol=TOL)
+    # Without gathering, each rank's value is a different estimate.
+    _, _, local = _problem()
+    lo, hi = SLICES[0]
+    local_value = MMDPriorLoss(generator=torch.Generator().manual_seed(7))(
+        local(x_full[lo:hi]), mask=MASK[lo:hi]
+    ) + mmd(local(x_full[lo:hi]), y[:2])
+    assert abs(float(local_value.detach()) - float(loss.detach())) > GAP
 
 
 def test_ranks_see_the_process_group(two_ranks: list[dict[str, Any]]) -> None:
