@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 import factorkit
 
@@ -74,16 +73,6 @@ def test_the_pages_are_found() -> None:
     assert sum(1 for p in PAGES for _ in blocks(p)) >= 10
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    # The snippets' models are tiny: on a shared 2-core machine threads only slow them down.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("page", RUNNABLE, ids=page_id)
 def test_page_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
