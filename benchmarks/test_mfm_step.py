@@ -1,0 +1,60 @@
+"""One training step of the digits MFM vs the discriminative baseline (issue target: <= 2x).
+
+Run:  python -m pytest benchmarks/test_mfm_step.py --benchmark-only
+      python benchmarks/mfm_step_table.py     # the ratio, measured in one run
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from examples.mfm import MFM, Discriminative, mfm_objective
+from examples.multiview_data import load_uci_mfeat, standardize
+from examples.training import Split, cross_entropy_loss
+from factorkit import MMDPriorLoss
+
+BATCH = 64
+
+
+def make_steps(batch_size: int = BATCH) -> dict[str, Callable[[], None]]:
+    """A closure per model that runs one optimisation step on a fixed batch."""
+    torch.manual_seed(0)
+    data, _ = standardize(load_uci_mfeat(seed=0))
+    train = Split(*data.split("train"))
+    batch = train.take(torch.arange(batch_size))
+    prior = MMDPriorLoss()
+    mfm = MFM(data.view_shapes, data.num_classes)
+    disc = Discriminative(data.view_shapes, data.num_classes)
+
+    def mfm_loss() -> torch.Tensor:
+        out = mfm(batch.views)
+        terms = mfm_objective(
+            out, batch.views, batch.labels, None, lambda_x=1.0, lambda_mmd=10.0, prior=prior
+        )
+        return terms["total"]
+
+    def disc_loss() -> torch.Tensor:
+        return cross_entropy_loss(disc, batch.views, batch.labels, None)["total"]
+
+    def stepper(model: torch.nn.Module, loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, fused=True)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss().backward()
+            optimizer.step()
+
+        return step
+
+    return {"mfm": stepper(mfm, mfm_loss), "discriminative": stepper(disc, disc_loss)}
+
+
+@pytest.mark.parametrize("model", ["discriminative", "mfm"])
+def test_training_step(benchmark: pytest.FixtureRequest, model: str) -> None:
+    torch.set_num_threads(1)
+    step = make_steps()[model]
+    benchmark(step)  # type: ignore[operator]

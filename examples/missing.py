@@ -1,0 +1,247 @@
+"""Missing views at test time: MFM + surrogate inference against simple alternatives.
+
+After the MFM is trained on complete data, :class:`~factorkit.SurrogateInference` is
+trained with the MFM frozen: for random missing patterns it infers the shared code and
+the missing private codes from the observed views' encoder features, and learns from
+three terms (the paper's surrogate objective)::
+
+    MSE(surrogate codes, full-data codes) + label loss + reconstruction of the missing views
+
+where the last two run through the MFM's frozen generators, predictor and decoders.
+
+Each evaluation pattern (every view missing in turn, only one view observed, 50% of the
+views missing at random per sample) compares, on the test split:
+
+- ``surrogate``: MFM + surrogate inference (missing codes inferred, then generated,
+  predicted and decoded by the MFM);
+- ``zero_fill``: the normally trained MFM with the raw features of the missing views set
+  to 0 (i.e. ``-mean / std`` after standardisation), the paper's baseline;
+- ``mean_impute``: the normally trained MFM with the missing views set to their training
+  mean (0 after standardisation); its reconstruction of a missing view is that mean;
+- ``observed_only``: a discriminative model trained on the observed views only (for the
+  random pattern: trained with the same random masks, so it sees only observed views).
+
+Reconstruction MSEs are on standardised features, averaged over the missing views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from examples.mfm import MFM, Discriminative, _encode
+from examples.multiview_data import Standardization
+from examples.training import Split, accuracy, autocast, cross_entropy_loss, fit
+from factorkit import (
+    SurrogateInference,
+    complete_latents,
+    random_presence,
+    reconstruction_loss,
+    surrogate_loss,
+)
+
+__all__ = ["MissingEvaluation", "evaluation_patterns", "train_surrogate", "training_patterns"]
+
+Presence = dict[str, Tensor]
+
+
+def training_patterns(names: Sequence[str], batch: int, generator: torch.Generator) -> Presence:
+    """A mix of the test patterns, per sample: one view missing, one view kept, or each
+    view missing with probability 1/2 (at least one kept)."""
+    order = sorted(names)
+    kind = torch.randint(3, (batch,), generator=generator)
+    pick = torch.randint(len(order), (batch,), generator=generator)
+    onehot = F.one_hot(pick, len(order)).bool().T
+    random = random_presence(order, batch, 0.5, generator=generator)
+    out = {}
+    for i, m in enumerate(order):
+        out[m] = torch.where(kind == 0, ~onehot[i], torch.where(kind == 1, onehot[i], random[m]))
+    return out
+
+
+def evaluation_patterns(names: Sequence[str], batch: int, seed: int) -> dict[str, Presence]:
+    """The named test patterns: ``without_<view>``, ``only_<view>``, ``random_50``."""
+    order = sorted(names)
+    ones = torch.ones(batch, dtype=torch.bool)
+    patterns: dict[str, Presence] = {}
+    for v in order:
+        patterns[f"without_{v}"] = {m: ones & (m != v) for m in order}
+    for v in order:
+        patterns[f"only_{v}"] = {m: ones & (m == v) for m in order}
+    generator = torch.Generator().manual_seed(seed)
+    patterns["random_50"] = random_presence(order, batch, 0.5, generator=generator)
+    return patterns
+
+
+def train_surrogate(
+    mfm: MFM, train: Split, validation: Split, *, seed: int, **fit_kwargs: Any
+) -> SurrogateInference:
+    """Train surrogate inference with the MFM frozen (see the module docstring)."""
+    device = train.labels.device
+    surrogate = SurrogateInference.for_head(mfm.head, hidden_size=256).to(device)
+    mfm.requires_grad_(False)
+    mfm.eval()
+    names = mfm.head.modalities
+
+    def loss(model: SurrogateInference, views: dict, labels: Tensor, present: Any) -> dict:
+        with torch.no_grad():
+            features = _encode(mfm.encoders, views, None)
+            target = mfm.head(features)
+        inferred = model(features, present)
+        out = mfm.decode(complete_latents(target, inferred, present))
+        missing = {m: ~present[m] for m in names}
+        codes = surrogate_loss(inferred, target)
+        label = F.cross_entropy(out.logits, labels)
+        recon = reconstruction_loss(out.reconstructions, views, missing)
+        return {"total": codes + label + recon, "codes": codes, "label": label, "recon": recon}
+
+    def predict(views: dict, present: Any) -> Tensor:
+        return surrogate_predict(mfm, surrogate, views, present)[0]
+
+    generator = torch.Generator().manual_seed(seed + 1)
+    patterns = training_patterns(names, len(validation), generator)
+    fit(
+        surrogate,
+        loss,
+        train,
+        Split(validation.views, validation.labels, patterns),
+        predict=predict,
+        seed=seed,
+        train_presence=lambda b, g: training_patterns(names, b, g),
+        description="surrogate",
+        **fit_kwargs,
+    )
+    surrogate.requires_grad_(False)
+    return surrogate
+
+
+@torch.no_grad()
+def surrogate_predict(
+    mfm: MFM, surrogate: SurrogateInference, views: Mapping[str, Tensor], present: Presence
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Logits and reconstructions of MFM + surrogate inference under a presence mask."""
+    features = _encode(mfm.encoders, views, present)
+    latents = complete_latents(mfm.head(features, present), surrogate(features, present))
+    out = mfm.decode(latents)
+    return out.logits, out.reconstructions
+
+
+class MissingEvaluation:
+    """Runs every pattern of :func:`evaluation_patterns` and collects the metrics."""
+
+    def __init__(
+        self,
+        mfm: MFM,
+        surrogate: SurrogateInference,
+        stats: Standardization,
+        train: Split,
+        validation: Split,
+        test: Split,
+        *,
+        single_view: Mapping[str, float],
+        seed: int,
+        fit_kwargs: Mapping[str, Any],
+    ) -> None:
+        self.mfm, self.surrogate, self.stats = mfm, surrogate, stats
+        self.train, self.validation, self.test = train, validation, test
+        self.single_view, self.seed, self.fit_kwargs = single_view, seed, dict(fit_kwargs)
+        self._rates: dict[str, float] = {}
+
+    def run(self, random_rates: Mapping[str, float] | None = None) -> dict[str, dict[str, Any]]:
+        """Metrics of every pattern, plus ``random_rates``: extra named random patterns."""
+        device = self.test.labels.device
+        names = self.mfm.head.modalities
+        patterns = evaluation_patterns(names, len(self.test), self.seed)
+        for name, rate in (random_rates or {}).items():
+            generator = torch.Generator().manual_seed(self.seed + 3)
+            patterns[name] = random_presence(names, len(self.test), rate, generator=generator)
+        self._rates = {"random_50": 0.5, **(random_rates or {})}
+        results = {}
+        for name, present in patterns.items():
+            present = {m: p.to(device) for m, p in present.items()}
+            results[name] = self.pattern(name, present)
+        return results
+
+    def pattern(self, name: str, present: Presence) -> dict[str, float]:
+        test, names = self.test, self.mfm.head.modalities
+        missing = [m for m in names if not bool(present[m].all())]
+        with autocast(device=test.labels.device):
+            logits, recon = surrogate_predict(self.mfm, self.surrogate, test.views, present)
+            zero = self._imputed(
+                present,
+                self.stats.apply({m: torch.zeros_like(v) for m, v in self.stats.mean.items()}),
+            )
+            mean = self._imputed(
+                present, {m: torch.zeros_like(v) for m, v in self.stats.mean.items()}
+            )
+        absent = {m: ~present[m] for m in names}
+        _, surrogate_mse = reconstruction_loss(recon, test.views, absent, per_modality=True)
+        zeros = {m: torch.zeros_like(v) for m, v in test.views.items()}
+        _, mean_mse = reconstruction_loss(zeros, test.views, absent, per_modality=True)
+        return {
+            "surrogate_accuracy": _accuracy(logits, test.labels),
+            "zero_fill_accuracy": accuracy(self.mfm.predict, zero),
+            "mean_impute_accuracy": accuracy(self.mfm.predict, mean),
+            "observed_only_accuracy": self._observed_only(name, present),
+            "surrogate_recon_mse": _mean(float(surrogate_mse[m]) for m in missing),
+            "mean_impute_recon_mse": _mean(float(mean_mse[m]) for m in missing),
+            "missing_views": missing,  # type: ignore[dict-item]
+        }
+
+    def _imputed(self, present: Presence, fill: Mapping[str, Tensor]) -> Split:
+        views = {}
+        for m, x in self.test.views.items():
+            keep = present[m].reshape((-1,) + (1,) * (x.dim() - 1))
+            views[m] = torch.where(keep, x, fill[m].to(x.device).expand_as(x))
+        return Split(views, self.test.labels)
+
+    def _observed_only(self, name: str, present: Presence) -> float:
+        if name.startswith("only_"):
+            return self.single_view[name.removeprefix("only_")]
+        shapes = {m: tuple(v.shape[1:]) for m, v in self.train.views.items()}
+        if name.startswith("without_"):
+            kept = [m for m in shapes if m != name.removeprefix("without_")]
+            model = Discriminative({m: shapes[m] for m in kept}, int(self.train.labels.max()) + 1)
+            model.to(self.test.labels.device)
+            only = [
+                Split({m: s.views[m] for m in kept}, s.labels)
+                for s in (self.train, self.validation, self.test)
+            ]
+            fit(
+                model,
+                cross_entropy_loss,
+                only[0],
+                only[1],
+                description=f"{name} disc",
+                **self.fit_kwargs,
+            )
+            return accuracy(model.predict, only[2])
+        # random_<rate>: trained under random masks of that rate, evaluated on the test masks.
+        names, rate = sorted(shapes), self._rates[name]
+        model = Discriminative(shapes, int(self.train.labels.max()) + 1).to(self.test.labels.device)
+        generator = torch.Generator().manual_seed(self.seed + 2)
+        val_mask = random_presence(names, len(self.validation), rate, generator=generator)
+        val_mask = {m: p.to(self.test.labels.device) for m, p in val_mask.items()}
+        fit(
+            model,
+            cross_entropy_loss,
+            self.train,
+            Split(self.validation.views, self.validation.labels, val_mask),
+            train_presence=lambda b, g: random_presence(names, b, rate, generator=g),
+            description=f"{name} disc",
+            **self.fit_kwargs,
+        )
+        return accuracy(model.predict, Split(self.test.views, self.test.labels, present))
+
+
+def _accuracy(logits: Tensor, labels: Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
