@@ -571,7 +571,9 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr)
-    step = torch.compile(loss_fn) if compile else loss_fn
+    # Static shapes: the last, smaller batch gets its own graph instead of a dynamic-shape
+    # one (two graphs at most, and no symbolic sizes reaching the prior's sampler).
+    step = torch.compile(loss_fn, dynamic=False) if compile else loss_fn
     result = FitResult(best_epoch=0, best_loss=math.inf)
     best_state = copy.deepcopy(module.state_dict())
     start = time.perf_counter()
