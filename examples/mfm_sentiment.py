@@ -702,8 +702,9 @@ class Settings:
         *,
         seed: int,
         epochs: int | None = None,
+        compile: bool | None = None,
     ) -> FitResult:
-        """:func:`fit` with these settings (``epochs`` overrides ``self.epochs``)."""
+        """:func:`fit` with these settings; ``epochs`` and ``compile`` override them."""
         return fit(
             module,
             loss_fn,
@@ -714,7 +715,7 @@ class Settings:
             batch_size=self.batch_size,
             lr=self.lr,
             seed=seed,
-            compile=self.compile,
+            compile=self.compile if compile is None else compile,
         )
 
 
@@ -819,7 +820,11 @@ def _missing(
         ]
         return torch.stack(losses).mean()
 
-    found = settings.fit(surrogate, step, train, val, seed=seed, epochs=settings.surrogate_epochs)
+    # Eager: compiling this step (a random mask per batch, complete_latents) did not
+    # finish within 10 minutes on a 2-core CPU, and the surrogate is a short phase.
+    found = settings.fit(
+        surrogate, step, train, val, seed=seed, epochs=settings.surrogate_epochs, compile=False
+    )
     log(f"  surrogate: best epoch {found.best_epoch}, {found.epoch_seconds:.2f} s/epoch")
     device = train.labels.device
     surrogate_scores, zero_fill = {}, {}
