@@ -266,11 +266,9 @@ def _prepare(
         # Absent rows may hold anything (even NaN): they must not reach the sums.
         t = torch.where(present, t, torch.zeros_like(t))
         weight = mask.to(device=t.device, dtype=dtype)
-    if check_finite and not torch.compiler.is_compiling():
-        finite = torch.isfinite(t).all(1)
-        if not bool(finite.all()):
-            bad = int((~finite).nonzero()[0, 0])
-            raise ValueError(f"{name} has non-finite values (row {bad}), shape {tuple(t.shape)}")
+    if check_finite and not torch.compiler.is_compiling() and not bool(t.isfinite().all()):
+        bad = int((~t.isfinite().all(1)).nonzero()[0, 0])
+        raise ValueError(f"{name} has non-finite values (row {bad}), shape {tuple(t.shape)}")
     return t, weight
 
 
