@@ -143,7 +143,7 @@ def main() -> None:
         memory([("factorkit", 8192, 256), ("geomloss", 8192, 256), ("chunked", 32768, 64)])
     if "rff" in a.sections:
         print()
-        rff(1024, [16, 64, 256], [256, 1024, 4096], draws=5)
+        rff(1024, [16, 64, 256], [256, 1024, 4096], draws=20)
 
 
 if __name__ == "__main__":
