@@ -8,9 +8,10 @@ matrix. Two component families exist:
 * Inverse multiquadratic (WAE): ``k(r) = C / (C + r)`` with ``C = 2 * d * sigma^2 * scale``.
 
 Both have ``k(0) = 1``. The MMD engine evaluates blocks of the kernel matrix *centred*,
-``k(r) - k(0)``, because at the MFM bandwidth the kernel is within a few percent of 1
-everywhere and the MMD is a small difference of large sums: subtracting the constant
-before summing keeps float32 block sums accurate (the constant is added back exactly).
+``k(r) - k(r0)`` at a typical distance ``r0``, because at the MFM bandwidth the kernel is
+within a few percent of 1 everywhere and the MMD is a small difference of large sums:
+subtracting the constant before summing keeps float32 block sums accurate (the constant's
+share is added back exactly).
 """
 
 from __future__ import annotations
