@@ -195,12 +195,16 @@ def fit(
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             steps += 1
         model.eval()
+        if distributed:
+            # DDP keeps replicas equal only as long as every update is bitwise equal; we
+            # saw them drift apart by round-off, so rank 0's weights are re-broadcast
+            # each epoch, and the early-stopping decision uses rank 0's numbers: ranks
+            # that stopped at different epochs would pair up mismatched collectives.
+            for tensor in model.state_dict().values():
+                dist.broadcast(tensor, src=0)
         with autocast(device):
             val_accuracy, val_loss = evaluate(predict, validation)
         if distributed:
-            # Ranks' weights agree only up to float round-off in their gradient sums, so
-            # the early-stopping decision must come from one shared number, or the ranks
-            # could stop at different epochs and then pair up mismatched collectives.
             shared = torch.tensor([val_accuracy, val_loss], dtype=torch.float64, device=device)
             dist.broadcast(shared, src=0)
             val_accuracy, val_loss = shared.tolist()

@@ -240,10 +240,33 @@ def weighted_kernel_sum(
     chunk: tuple[int, int | None] | None,
 ) -> Tensor:
     """Differentiable ``sum_ij A_ij k(r_ij)`` (float64, 0-dim); see :func:`pair_sum`."""
+    if chunk is None and x.shape[0] + y.shape[0] <= SMALL_ROWS:
+        return _small_kernel_sum(x, y, ux, uy, coef, plan)
     out: Tensor = WeightedKernelSum.apply(  # type: ignore[no-untyped-call]
         x, y, ux, uy, coef, plan.params, plan.kinds, chunk
     )
     return out
+
+
+SMALL_ROWS = 512
+"""Up to this many pooled rows, one dense kernel matrix under plain autograd is faster:
+the one-pass engine's fixed cost (about 60 ops) dominates there (typical MFM batches)."""
+
+
+def _small_kernel_sum(
+    x: Tensor, y: Tensor, ux: Tensor, uy: Tensor, coef: Tensor, plan: KernelPlan
+) -> Tensor:
+    """``sum_ij A_ij k(r_ij)`` from the full pooled kernel matrix, sums in float64."""
+    pooled = torch.cat([x, y])
+    norms = (pooled * pooled).sum(-1)
+    r = torch.addmm(norms.unsqueeze(0), pooled, pooled.mT, alpha=-2.0)
+    k = plan.evaluate((r + norms.unsqueeze(1)).clamp_min(0)).double()
+    n = x.shape[0]
+    wx, wy = ux.double(), uy.double()
+    xx = wx @ k[:n, :n] @ wx
+    xy = wx @ k[:n, n:] @ wy
+    yy = wy @ k[n:, n:] @ wy
+    return coef[0] * xx + 2.0 * coef[1] * xy + coef[2] * yy
 
 
 class WeightedKernelSum(torch.autograd.Function):
