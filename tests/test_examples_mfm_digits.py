@@ -122,3 +122,21 @@ def test_readme_main_command_trains_a_working_mfm() -> None:
     metrics = json.loads((ROOT / "runs" / "mfm_digits" / "metrics.json").read_text())
     assert metrics["mfm"]["test_accuracy"] >= 0.97
     assert set(metrics["missing"]) >= {"random_50", "without_pix", "only_pix"}
+
+
+def test_distributed_run_with_two_processes(tmp_path: Path) -> None:
+    """torchrun with 2 gloo processes: DDP, DistributedSampler, rank 0 saves the results."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    args = ["--subset", "300", "--epochs", "2", "--no-progress", "--no-plots", "--no-missing"]
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "examples.mfm_digits",
+         "--distributed", *args, "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert 0.0 <= metrics["mfm"]["test_accuracy"] <= 1.0
+    assert (tmp_path / "mfm.pt").exists()
