@@ -163,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     metrics["mfm"]["test_recon_mse"] = reconstruction_mse(mfm, splits["test"])
 
     # Baselines: the same encoders trained purely discriminatively, and each view alone.
+    # Every model starts from the same seed, so its weights do not depend on how many
+    # random numbers the models trained before it happened to draw.
+    torch.manual_seed(args.seed)
     disc = Discriminative(shapes, classes, shared_size=args.shared_size, dropout=args.dropout).to(
         device
     )
@@ -173,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     metrics["discriminative"] = summary(disc, disc_fit, splits["test"])
     metrics["single_view"] = {}
     for view in names:
+        torch.manual_seed(args.seed)
         single = Discriminative(
             {view: shapes[view]}, classes, shared_size=args.shared_size, dropout=args.dropout
         )
