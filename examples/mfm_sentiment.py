@@ -18,6 +18,11 @@ sample and the per-modality presence (B,) from the loader. Absent modalities are
 for the encoders, their private codes are marked absent, and they count in no loss.
 Samples with no data at all (length 0, e.g. most of YouTube) are dropped.
 
+After training, :func:`contributions_over_time` measures by gradient flow
+(:func:`~factorkit.factor_contributions`) how much each reconstruction X_hat_m draws on
+the shared factor F_y vs its private factor F_a_m at every time step of the test set;
+``--out`` draws it as a heat map (``contributions_over_time.png``).
+
 The discriminative baseline uses the same MFN encoder, generator and predictor and no
 generative part. With a modality missing at test time the trained MFM is evaluated
 through :class:`~factorkit.SurrogateInference` (trained afterwards, main model frozen)
@@ -52,6 +57,7 @@ from examples.sentiment_data import (
     load_multibench_pickle,
 )
 from factorkit import (
+    FactorContributions,
     FactorGenerator,
     FactorGenerators,
     FactorizedLatents,
@@ -66,6 +72,7 @@ from factorkit import (
     accuracy_7,
     complete_latents,
     f1,
+    factor_contributions,
     fill_absent,
     mae,
     pearson_corr,
@@ -82,9 +89,11 @@ __all__ = [
     "SentimentMFM",
     "SentimentOutput",
     "SequenceSurrogate",
+    "contributions_over_time",
     "fit",
     "main",
     "mfm_objective",
+    "pooled_share",
     "prepare",
     "sentiment_metrics",
     "surrogate_objective",
@@ -293,7 +302,7 @@ class SentimentMFM(nn.Module):
         """X_hat_m = F_m(concat(F_a_m, F_y)) on the valid steps of ``mask``.
 
         An explicit function of the two factors, for gradient-flow interpretation
-        (issue 7's ``factorkit.interpret``): dX_hat_m/dF_y vs dX_hat_m/dF_a_m.
+        (:func:`contributions_over_time`): dX_hat_m/dF_y vs dX_hat_m/dF_a_m.
 
         Shapes:
             private_factor, shared_factor: (B, F). mask: (B, T). Returns: (B, T, D_m).
@@ -503,6 +512,67 @@ def predict_with_surrogate(
     latents = model.encode(batch.x, batch.mask, batch.present)
     completed = complete_latents(latents, surrogate(batch.x, batch.mask, batch.present))
     return model.predict_from(model.generators(completed).shared)
+
+
+# ---------------------------------------------------------------- interpretation
+
+
+def contributions_over_time(
+    model: SentimentMFM, batch: Batch, *, batch_size: int = 256
+) -> FactorContributions:
+    """Gradient flow from F_y and from F_a_m into each X_hat_m, per time step.
+
+    :func:`~factorkit.factor_contributions` (per coordinate) over the samples of
+    ``batch`` that have modality m. Step k is the k-th valid step of a sequence, the
+    decoder's own step k whatever the padding layout: the decoder is unrolled over all
+    T steps from the first one, and step k counts only the samples longer than k.
+
+    Args:
+        model: a trained model; put it in eval mode first.
+        batch: the samples to average over (e.g. the test split).
+        batch_size: samples per Jacobian pass.
+
+    Returns:
+        :class:`~factorkit.FactorContributions` with a (T,) tensor per modality (NaN at a
+        step that no sample reaches).
+
+    Shapes:
+        batch.x[m]: (B, T, D_m). Returns: shared[m], private[m], share[m], counts[m]: (T,).
+    """
+    names = sorted(batch.x)
+    steps = int(batch.mask.shape[1])
+
+    def decoder(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+        def run(private: Tensor, shared: Tensor) -> Tensor:
+            every = torch.ones(private.shape[0], steps, dtype=torch.bool, device=private.device)
+            return model.reconstruct(name, private, shared, every)
+
+        return run
+
+    def factorize(part: Batch) -> tuple[FactorizedLatents, dict[str, Tensor]]:
+        factors = model.generators(model.encode(part.x, part.mask, part.present))
+        return factors, dict.fromkeys(names, part.mask.sum(1))
+
+    index = torch.arange(len(batch), device=batch.mask.device)
+    return factor_contributions(
+        {m: decoder(m) for m in names},
+        (batch.take(rows) for rows in index.split(batch_size)),
+        factorize=factorize,
+        per_step=names,
+        per_coordinate=True,
+    )
+
+
+def pooled_share(contributions: FactorContributions) -> dict[str, float]:
+    """Each modality's share of F_y over all its valid steps: every (sample, step) pair
+    weighs the same, shared / (shared + private) of the pooled norms."""
+    out = {}
+    for m, n in contributions.counts.items():
+        reached = n > 0
+        shared = (contributions.shared[m][reached] * n[reached]).sum()
+        private = (contributions.private[m][reached] * n[reached]).sum()
+        out[m] = float(shared / (shared + private))
+    return out
 
 
 # ---------------------------------------------------------------- training
@@ -752,6 +822,7 @@ def run_seed(
 
     mfm_fit = settings.fit(mfm, mfm_step, train, mfm_val, seed=seed)
     log(f"  mfm: best epoch {mfm_fit.best_epoch}, {mfm_fit.epoch_seconds:.2f} s/epoch")
+    contributions = contributions_over_time(mfm, test)
 
     torch.manual_seed(seed)
     disc = SentimentDiscriminative(
@@ -770,7 +841,14 @@ def run_seed(
 
     result: dict[str, Any] = {
         "seed": seed,
-        "mfm": _score(lambda b: mfm.predict(b.x, b.mask, b.present), test, settings, device),
+        "mfm": {
+            **_score(lambda b: mfm.predict(b.x, b.mask, b.present), test, settings, device),
+            "shared_contribution_share": pooled_share(contributions),
+        },
+        "shared_contribution_share_per_step": {
+            m: [_finite_or_none(v) for v in share] for m, share in contributions.share.items()
+        },
+        "contribution_steps_n": {m: n.tolist() for m, n in contributions.counts.items()},
         "discriminative": _score(lambda b: disc(b.x, b.mask, b.present), test, settings, device),
         "epochs": {"mfm": mfm_fit.best_epoch, "discriminative": disc_fit.best_epoch},
         "epoch_seconds": {"mfm": mfm_fit.epoch_seconds, "discriminative": disc_fit.epoch_seconds},
@@ -868,8 +946,22 @@ def _mean_std(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[s
     return mean, std
 
 
+def _mean_per_step(runs: Sequence[Mapping[str, Any]], key: str) -> dict[str, list[float | None]]:
+    """Mean over seeds of per-step lists; None where a step has no value (no sample)."""
+    out = {}
+    for m in runs[0][key]:
+        columns = zip(*(r[key][m] for r in runs), strict=True)
+        out[m] = [None if None in c else sum(c) / len(c) for c in columns]
+    return out
+
+
 def summarise(dataset: str, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The metrics JSON: means over seeds under the model names, spreads under ``std``."""
+    """The metrics JSON: means over seeds under the model names, spreads under ``std``.
+
+    ``shared_contribution_share_per_step`` is the mean over seeds of F_y's share of each
+    reconstruction at every time step of the test set; ``contribution_steps_n`` the
+    number of test samples behind each step.
+    """
     keys = [k for k in ("mfm", "discriminative", "missing", "missing_zero_fill") if k in runs[0]]
     mean, std = _mean_std([{k: r[k] for k in keys} for r in runs])
     return {
@@ -877,17 +969,16 @@ def summarise(dataset: str, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]
         "seeds": [r["seed"] for r in runs],
         **mean,
         "std": std,
+        "shared_contribution_share_per_step": _mean_per_step(
+            runs, "shared_contribution_share_per_step"
+        ),
+        "contribution_steps_n": runs[0]["contribution_steps_n"],
         "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
     }
 
 
 def plot_history(runs: Sequence[Mapping[str, Any]], out: Path) -> None:
-    """Training curves of the MFM terms and the validation losses, one figure per seed.
-
-    The factor-contribution heat maps over time steps (gradient flow from F_y vs F_a_m
-    into each X_hat_m) come from ``factorkit.interpret`` (issue 7), through
-    :meth:`SentimentMFM.reconstruct`.
-    """
+    """Training curves of the MFM terms and the validation losses, one figure per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -909,6 +1000,64 @@ def plot_history(runs: Sequence[Mapping[str, Any]], out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / f"curves_seed{r['seed']}.png", dpi=100)
         plt.close(fig)
+
+
+def plot_contributions(summary: Mapping[str, Any], out: Path) -> Path:
+    """Heat map (modalities x time steps) of F_y's share of each reconstruction.
+
+    Reads ``shared_contribution_share_per_step`` and ``contribution_steps_n`` of the
+    summary. Each cell is written out; the colours are centred on 0.5 (both factors
+    equal) and stretched to the largest distance from it, so that small differences
+    between steps stay visible. Steps that no test sample reaches are left blank.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_step = summary["shared_contribution_share_per_step"]
+    names = sorted(per_step)
+    grid = torch.tensor(
+        [[math.nan if v is None else v for v in per_step[m]] for m in names], dtype=torch.float64
+    )
+    steps = grid.shape[1]
+    reached = grid[~grid.isnan()]
+    half = max(float((reached - 0.5).abs().max()), 0.01) if reached.numel() else 0.5
+    fig, (ax, counts) = plt.subplots(
+        2, 1, figsize=(max(6.0, 0.45 * steps + 2.5), 1.6 + 0.5 * len(names) + 1.4),
+        sharex=True, layout="constrained",
+        gridspec_kw={"height_ratios": [max(len(names), 1), 1.4]},
+    )  # fmt: skip
+    image = ax.imshow(
+        grid.numpy(),
+        aspect="auto",
+        cmap="coolwarm",
+        vmin=0.5 - half,
+        vmax=0.5 + half,
+        interpolation="nearest",
+    )
+    for row, col in (~grid.isnan()).nonzero().tolist():
+        ax.text(col, row, f"{grid[row, col]:.2f}".lstrip("0"), ha="center", va="center", fontsize=7)
+    shares = summary["mfm"]["shared_contribution_share"]
+    ax.set_yticks(range(len(names)), [f"{m} ({shares[m]:.2f})" for m in names])
+    seeds = len(summary["seeds"])
+    ax.set_title(
+        f"{summary['dataset']}: share a / (a + b) of the shared factor F_y in X_hat per step\n"
+        f"(test set, {seeds} seed{'s' if seeds > 1 else ''}; over all steps in brackets)",
+        fontsize=9,
+    )
+    fig.colorbar(image, ax=[ax, counts], label="share of F_y (0.5: equal)")
+    for m in names:
+        counts.plot(summary["contribution_steps_n"][m], marker=".", label=m)
+    counts.set(xlabel="time step k (the k-th valid step of a sequence)", ylabel="test samples")
+    counts.set_xticks(range(steps))
+    counts.tick_params(labelsize=7)
+    counts.legend(fontsize=7)
+    path = out / "contributions_over_time.png"
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -970,6 +1119,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.metrics_out.write_text(json.dumps(summary, indent=1))
     if args.out is not None:
         plot_history(runs, args.out)
+        plot_contributions(summary, args.out)
     return summary
 
 

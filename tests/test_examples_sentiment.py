@@ -14,8 +14,10 @@ import torch
 from examples.mfm_sentiment import (
     Batch,
     SentimentMFM,
+    contributions_over_time,
     main,
     mfm_objective,
+    pooled_share,
     prepare,
     sentiment_metrics,
     simulate_missing,
@@ -134,17 +136,23 @@ def test_metrics_by_dataset() -> None:
 
 def _check_summary(summary: dict, dataset: str, names: tuple[str, ...]) -> None:
     assert summary["dataset"] == dataset
-    for model in ("mfm", "discriminative"):
-        assert set(summary[model]) == set(names)
-        assert set(summary["std"][model]) == set(names)
+    share = "shared_contribution_share"
+    for model, keys in (("mfm", {*names, share}), ("discriminative", set(names))):
+        assert set(summary[model]) == keys
+        assert set(summary["std"][model]) == keys
+    assert set(summary["mfm"][share]) == set(summary["std"]["mfm"][share]) == set(SIZES)
+    for value in summary["mfm"][share].values():
+        assert 0 <= value <= 1
     for key in ("missing", "missing_zero_fill"):
         assert set(summary[key]) == {"without_audio", "without_video"}
         for part in summary[key].values():
             assert set(part) == {*names, "n"}
     for model in ("mfm", "discriminative", "missing", "missing_zero_fill"):
         scores = summary[model]
-        flat = [v for p in scores.values() for v in p.values()] if "missing" in model else []
-        flat += [] if "missing" in model else list(scores.values())
+        if "missing" in model:
+            flat = [v for p in scores.values() for v in p.values()]
+        else:
+            flat = [v for v in scores.values() if not isinstance(v, dict)]
         for value in flat:
             assert value is None or math.isfinite(value)
 
@@ -169,9 +177,21 @@ def test_smoke_regression_json(tmp_path: Path) -> None:
     assert summary["missing"]["without_video"]["n"] == 11
     assert summary["missing"]["without_audio"]["n"] == 8
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "contributions_over_time.png",
         "curves_seed0.png",
         "curves_seed1.png",
     ]
+    # One value per time step; a step counts the test samples with the modality that
+    # are longer than it (11 with audio, 8 with video), and has no value without them.
+    steps_n = summary["contribution_steps_n"]
+    assert steps_n["audio"][0] == 11 and steps_n["video"][0] == 8
+    for m in SIZES:
+        n, shares = steps_n[m], summary["shared_contribution_share_per_step"][m]
+        assert len(n) == len(shares) == T
+        assert n == sorted(n, reverse=True)
+        for count, value in zip(n, shares, strict=True):
+            assert (value is None) == (count == 0)
+            assert value is None or 0 <= value <= 1
 
 
 def test_smoke_classification_json(tmp_path: Path) -> None:
@@ -190,10 +210,11 @@ def test_smoke_classification_json(tmp_path: Path) -> None:
         assert 0 <= summary[model]["f1"] <= 1
 
 
-def _structured_batch(batch_size: int = 32) -> Batch:
+def _structured_batch(batch_size: int = 32, lengths: torch.Tensor | None = None) -> Batch:
     """Front-padded sequences driven by a 3-d factor per sample (so they can be
     reconstructed), the label its first coordinate, video absent for every third sample."""
-    lengths = torch.randint(1, T + 1, (batch_size,))
+    if lengths is None:
+        lengths = torch.randint(1, T + 1, (batch_size,))
     mask = lengths_to_mask(lengths, T, layout="front")
     factor = torch.randn(batch_size, 3)
     present = {
@@ -253,3 +274,48 @@ def test_real_data_short_run(tmp_path: Path) -> None:
     for model in ("mfm", "discriminative"):
         # Labels 1..5 with mean 3.4: two epochs from the mean label stay well within 2.
         assert 0 < summary[model]["mae"] < 2
+
+
+def test_contributions_over_time_match_per_sample_jacobians() -> None:
+    """Step k averages, over the samples with the modality that are longer than k, the
+    Jacobian norms of the front-padded reconstruction at their k-th valid step."""
+    torch.manual_seed(0)
+    lengths = torch.tensor([1, 4, 2, 5, 3, 5, 1, 2])
+    batch = _structured_batch(8, lengths)
+    batch.x = {m: x.double() for m, x in batch.x.items()}
+    model = SentimentMFM(
+        SIZES, 1, hidden_size=6, shared_size=3, private_size=2, factor_size=4, dropout=0.0
+    )
+    model = model.double().eval()
+    # Batches of 3 rows: the sums must carry over between passes.
+    result = contributions_over_time(model, batch, batch_size=3)
+    with torch.no_grad():
+        factors = model.generators(model.encode(batch.x, batch.mask, batch.present))
+    for m in SIZES:
+        shared = torch.zeros(T, dtype=torch.float64)
+        private = torch.zeros(T, dtype=torch.float64)
+        n = torch.zeros(T, dtype=torch.long)
+        for b in range(8):
+            if not batch.present[m][b]:
+                continue
+
+            def decode(fa: torch.Tensor, fy: torch.Tensor, b: int = b, m: str = m) -> torch.Tensor:
+                return model.reconstruct(m, fa, fy, batch.mask[b : b + 1])[0]
+
+            j_a, j_y = torch.autograd.functional.jacobian(
+                decode, (factors.private[m][b : b + 1], factors.shared[b : b + 1])
+            )
+            first = T - int(lengths[b])  # front padding: the first valid position
+            for k in range(int(lengths[b])):
+                # Per coordinate: the Frobenius norm over the square root of the factor size.
+                shared[k] += j_y[first + k].norm() / 2
+                private[k] += j_a[first + k].norm() / 2
+                n[k] += 1
+        assert result.counts[m].tolist() == n.tolist()
+        reached = n > 0
+        assert not bool(reached[-1])  # no sample has T = 6 steps: NaN there
+        assert bool(result.share[m][~reached].isnan().all())
+        torch.testing.assert_close(result.shared[m][reached], shared[reached] / n[reached])
+        torch.testing.assert_close(result.private[m][reached], private[reached] / n[reached])
+        expected = shared.sum() / (shared.sum() + private.sum())
+        assert pooled_share(result)[m] == pytest.approx(float(expected), rel=1e-12)
