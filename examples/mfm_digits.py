@@ -205,8 +205,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.no_plots:
         from examples import plots
 
-        written = plots.save_all(mfm, mfm_fit.history, splits["test"], args.out)
+        written, shares = plots.save_all(mfm, mfm_fit.history, splits["test"], args.out)
         metrics["plots"] = [str(p) for p in written]
+        metrics["mfm"]["shared_contribution_share"] = shares
     print_table(metrics)
     text = json.dumps(metrics, indent=2) + "\n"
     (args.out / "metrics.json").write_text(text)

@@ -16,8 +16,9 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from examples.mfm import MFM
+from examples.mfm import MFM, _encode
 from examples.training import Split
+from factorkit import FactorizedLatents, factor_contributions, transfer_grid
 
 __all__ = ["IMAGE_VIEWS", "pca_2d", "save_all"]
 
@@ -111,11 +112,77 @@ def codes_2d(model: MFM, split: Split, path: Path) -> Path:
     return path
 
 
-def save_all(model: MFM, history: list[dict[str, float]], test: Split, out: Path) -> list[Path]:
-    """Write every plot of a run into ``out``; returns the paths."""
+def contributions(model: MFM, split: Split, path: Path) -> tuple[Path, dict[str, float]]:
+    """Bar chart: gradient-flow contribution of F_y and F_a_m to each reconstruction.
+
+    Uses :func:`factorkit.factor_contributions` (mean Frobenius norm of the decoder's
+    Jacobian with respect to each factor, per coordinate so factor sizes do not matter).
+    Returns the path and each view's shared share ``a / (a + b)``.
+    """
+    order = torch.arange(len(split))
+    batches = [split.take(order[i : i + 256]) for i in range(0, len(split), 256)]
+
+    def factorize(batch: Split) -> FactorizedLatents:
+        return model.decode(model.head(_encode(model.encoders, batch.views, None))).factors
+
+    result = factor_contributions(model.decoders, batches, factorize=factorize, per_coordinate=True)
+    names = list(result.shared)
+    x = torch.arange(len(names)).numpy()
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.2))
+    ax.bar(x - 0.2, [float(result.shared[m]) for m in names], 0.4, label="shared F_y")
+    ax.bar(x + 0.2, [float(result.private[m]) for m in names], 0.4, label="private F_a")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("mean ||dX_hat / dF|| per coordinate")
+    ax.set_title("which factor generates each view (test set)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path, {m: float(result.share[m]) for m in names}
+
+
+def swap_grid(model: MFM, split: Split, path: Path, *, view: str = "pix", size: int = 6) -> Path:
+    """Reconstructions of ``view`` for every pairing of shared and private codes.
+
+    Row r keeps the shared code (content) of test sample r, column c takes the private
+    codes (style) of test sample c; the diagonal is the plain reconstruction.
+    """
+    step = max(len(split) // size, 1)
+    rows = torch.arange(0, step * size, step)[:size]
+    sample = split.take(rows)
+    with torch.no_grad():
+        latents = model.head(_encode(model.encoders, sample.views, None))
+        grid = transfer_grid(
+            model.generators, model.decoders, latents,
+            content=torch.arange(size), style=torch.arange(size),
+        )[view]  # fmt: skip
+    shape = IMAGE_VIEWS.get(view, tuple(grid.shape[-2:]))
+    fig, axes = plt.subplots(size, size, figsize=(1.3 * size, 1.4 * size), squeeze=False)
+    for r in range(size):
+        for c in range(size):
+            ax = axes[r, c]
+            ax.imshow(grid[r, c].float().cpu().reshape(shape).numpy(), cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"{view}: rows keep the shared code, columns take the private codes", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_all(
+    model: MFM, history: list[dict[str, float]], test: Split, out: Path
+) -> tuple[list[Path], dict[str, float]]:
+    """Write every plot of a run into ``out``; returns the paths and the shared shares."""
     model.eval()
-    return [
+    bars, shares = contributions(model, test, out / "contributions.png")
+    paths = [
         training_curves(history, out / "training_curves.png"),
         reconstructions(model, test, out / "reconstructions.png"),
         codes_2d(model, test, out / "codes_2d.png"),
+        bars,
     ]
+    if "pix" in test.views:
+        paths.append(swap_grid(model, test, out / "swap_grid.png"))
+    return paths, shares

@@ -108,6 +108,7 @@ def fit(
     lr: float = 1e-3,
     weight_decay: float = 1e-2,
     patience: int = 15,
+    lr_patience: int | None = 5,
     seed: int = 0,
     compile: bool = False,
     train_presence: Callable[[int, torch.Generator], Presence] | None = None,
@@ -130,6 +131,9 @@ def fit(
         weight_decay: decoupled weight decay (AdamW).
         patience: stop after this many epochs without a better validation score
             (accuracy, ties broken by the lower cross-entropy).
+        lr_patience: halve the learning rate after this many epochs without a lower
+            validation loss (``ReduceLROnPlateau``, as in the MFM reference); ``None``
+            keeps it constant.
         seed: seeds the batch order (and the model's dropout through the global RNG).
         compile: run ``loss_fn`` under ``torch.compile``.
         train_presence: optional ``(batch_size, generator) -> presence`` drawing a fresh
@@ -151,6 +155,11 @@ def fit(
     torch.manual_seed(seed)
     # One fused kernel for all parameters: the per-tensor loop dominates small models.
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    scheduler = None
+    if lr_patience is not None:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=0.5, patience=lr_patience
+        )
     step = torch.compile(loss_fn) if compile else loss_fn
     net, per_step = model, batch_size
     if distributed:
@@ -186,11 +195,24 @@ def fit(
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             steps += 1
         model.eval()
+        if distributed:
+            # DDP keeps replicas equal only as long as every update is bitwise equal; we
+            # saw them drift apart by round-off, so rank 0's weights are re-broadcast
+            # each epoch, and the early-stopping decision uses rank 0's numbers: ranks
+            # that stopped at different epochs would pair up mismatched collectives.
+            for tensor in model.state_dict().values():
+                dist.broadcast(tensor, src=0)
         with autocast(device):
             val_accuracy, val_loss = evaluate(predict, validation)
+        if distributed:
+            shared = torch.tensor([val_accuracy, val_loss], dtype=torch.float64, device=device)
+            dist.broadcast(shared, src=0)
+            val_accuracy, val_loss = shared.tolist()
         result.history.append(
             {**{k: v / len(batches) for k, v in sums.items()}, "val_accuracy": val_accuracy}
         )
+        if scheduler is not None:
+            scheduler.step(val_loss)
         # Validation accuracy saturates on easy data; its ties go to the lower loss.
         if (val_accuracy, -val_loss) > best_score:
             best_score = (val_accuracy, -val_loss)

@@ -42,7 +42,7 @@ class VectorDecoder(nn.Module):
     Shapes:
         private: (B, Fa). shared: (B, Fy). Returns: (B, D).
 
-    Example:
+    Examples:
         >>> dec = VectorDecoder(private_size=4, shared_size=8, output_size=10)
         >>> dec(torch.randn(3, 4), torch.randn(3, 8)).shape
         torch.Size([3, 10])
@@ -73,6 +73,7 @@ class VectorDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, private: Tensor, shared: Tensor) -> Tensor:
+        """Reconstruct the modality from its private and the shared factor."""
         out: Tensor = self.net(_join_factors(private, shared, self.private_size, self.shared_size))
         return out
 
@@ -94,7 +95,7 @@ class ImageDecoder(nn.Module):
     Shapes:
         private: (B, Fa). shared: (B, Fy). Returns: (B, C, H, W).
 
-    Example:
+    Examples:
         >>> dec = ImageDecoder(private_size=4, shared_size=8, output_shape=(1, 16, 15))
         >>> dec(torch.randn(2, 4), torch.randn(2, 8)).shape
         torch.Size([2, 1, 16, 15])
@@ -128,6 +129,7 @@ class ImageDecoder(nn.Module):
         self.upsample = nn.Sequential(*stages)
 
     def forward(self, private: Tensor, shared: Tensor) -> Tensor:
+        """Reconstruct the image from its private and the shared factor."""
         x = self.project(_join_factors(private, shared, self.private_size, self.shared_size))
         c0, h0, w0 = self.base
         x = self.upsample(rearrange(x, "b (c h w) -> b c h w", c=c0, h=h0, w=w0))
@@ -155,6 +157,7 @@ class ModalityDecoders(nn.Module):
         self.decoders = nn.ModuleDict({m: decoders[m] for m in self.modalities})
 
     def forward(self, factors: FactorizedLatents) -> dict[str, Tensor]:
+        """Reconstruct every modality: X_hat_m = F_m(F_a_m, F_y), keyed by modality name."""
         if factors.modalities != self.modalities:
             raise ValueError(
                 f"factors have modalities {list(factors.modalities)}, "

@@ -69,7 +69,7 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
     Shapes:
         x: (B_r, ...) on rank r. Returns: (sum_r B_r, ...), identical on every rank.
 
-    Example:
+    Examples:
         >>> x = torch.randn(4, 2)
         >>> all_gather_with_grad(x) is x  # no process group: a no-op
         True

@@ -36,7 +36,7 @@ class ConcatFusion(nn.Module):
     Shapes:
         features[m]: (B, D_m). present[m]: (B,) bool. Returns: (B, D_out).
 
-    Example:
+    Examples:
         >>> fusion = ConcatFusion({"audio": 5, "video": 3}, output_size=4)
         >>> fusion({"audio": torch.randn(2, 5), "video": torch.randn(2, 3)}).shape
         torch.Size([2, 4])
@@ -65,6 +65,7 @@ class ConcatFusion(nn.Module):
     def forward(
         self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
     ) -> Tensor:
+        """Fuse the (present) features of every modality into one vector."""
         batch = check_vectors(features, self.input_sizes)
         first = features[self.modalities[0]]
         if present is None:

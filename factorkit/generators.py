@@ -46,6 +46,7 @@ class FactorGenerator(nn.Module):
         )
 
     def forward(self, z: Tensor) -> Tensor:
+        """Map a code Z to its factor F = G(Z)."""
         if z.dim() != 2 or z.shape[1] != self.input_size:
             raise ValueError(
                 f"expected a code of shape (B, {self.input_size}), got {tuple(z.shape)}"
@@ -69,7 +70,7 @@ class FactorGenerators(nn.Module):
         latents.shared: (B, Dy), latents.private[m]: (B, Da_m).
         Returns: shared (B, Fy), private[m] (B, Fa_m); the presence mask is passed on.
 
-    Example:
+    Examples:
         >>> head = FactorizedHead({"a": 6, "b": 3}, shared_size=4, private_size=2)
         >>> gens = FactorGenerators.for_head(head, factor_size=16)
         >>> gens(head({"a": torch.randn(2, 6), "b": torch.randn(2, 3)})).shared.shape
@@ -119,6 +120,7 @@ class FactorGenerators(nn.Module):
         )
 
     def forward(self, latents: FactorizedLatents) -> FactorizedLatents:
+        """Map every latent to its factor; the presence mask is passed on unchanged."""
         if latents.modalities != self.modalities:
             raise ValueError(
                 f"latents have modalities {list(latents.modalities)}, "

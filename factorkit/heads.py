@@ -40,7 +40,7 @@ class FactorizedHead(nn.Module):
         features[m]: (B, D_m). present[m]: (B,) bool.
         Returns: shared (B, Dy), private[m] (B, Da_m).
 
-    Example:
+    Examples:
         >>> head = FactorizedHead({"audio": 32, "video": 16}, shared_size=8, private_size=4)
         >>> z = head({"audio": torch.randn(5, 32), "video": torch.randn(5, 16)})
         >>> z.shared.shape, z.private["video"].shape
@@ -72,6 +72,7 @@ class FactorizedHead(nn.Module):
     def forward(
         self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
     ) -> FactorizedLatents:
+        """Infer the shared code and the private codes (zeros where a modality is absent)."""
         batch = check_vectors(features, self.input_sizes)
         if present is not None:
             present = check_presence(present, self.modalities, batch)

@@ -169,7 +169,7 @@ def decoder_jacobian_norms(
         private: (B, Fa). shared: (B, Fy). Decoder output: (B, ...), or (B, T, ...) with
         ``per_step``. Returns: shared, private each (B,), or (B, T) with ``per_step``.
 
-    Example:
+    Examples:
         >>> dec = VectorDecoder(private_size=2, shared_size=3, output_size=5).eval()
         >>> norms = decoder_jacobian_norms(dec, torch.randn(4, 2), torch.randn(4, 3))
         >>> norms.shared.shape, norms.private.shape
@@ -270,10 +270,18 @@ def factor_contributions(
         factors.shared: (B, Fy). factors.private[m]: (B, Fa_m). Results: () per
         modality, (T,) for ``per_step`` modalities (T: the longest seen).
 
-    Example:
-        >>> decoders.eval()
-        >>> c = factor_contributions(decoders, [generators(head(features))])
-        >>> {m: round(float(s), 2) for m, s in c.share.items()}  # 1: shared only
+    Examples:
+        A decoder that ignores its private factor draws everything from the shared one:
+
+        >>> weight = torch.randn(8, 3)
+        >>> decoders = {"a": lambda private, shared: shared @ weight}
+        >>> factors = FactorizedLatents(torch.randn(5, 8), {"a": torch.randn(5, 2)})
+        >>> c = factor_contributions(decoders, [factors])
+        >>> float(c.share["a"])  # 1: shared only
+        1.0
+
+        With a trained model: ``factor_contributions(decoders.eval(), loader,
+        factorize=lambda x: generators(head(encode(x))))``.
     """
     table: dict[str, Decoder] = (
         {m: decoders.decoders[m] for m in decoders.modalities}

@@ -8,9 +8,10 @@ matrix. Two component families exist:
 * Inverse multiquadratic (WAE): ``k(r) = C / (C + r)`` with ``C = 2 * d * sigma^2 * scale``.
 
 Both have ``k(0) = 1``. The MMD engine evaluates blocks of the kernel matrix *centred*,
-``k(r) - k(0)``, because at the MFM bandwidth the kernel is within a few percent of 1
-everywhere and the MMD is a small difference of large sums: subtracting the constant
-before summing keeps float32 block sums accurate (the constant is added back exactly).
+``k(r) - k(r0)`` at a typical distance ``r0``, because at the MFM bandwidth the kernel is
+within a few percent of 1 everywhere and the MMD is a small difference of large sums:
+subtracting the constant before summing keeps float32 block sums accurate (the constant's
+share is added back exactly).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class Kernel:
         Shapes:
             x: (N, D), y: (M, D) -> (N, M).
 
-        Example:
+        Examples:
             >>> k = GaussianKernel(bandwidth=1.0)
             >>> k(torch.zeros(2, 3), torch.zeros(4, 3)).shape
             torch.Size([2, 4])
@@ -179,7 +180,7 @@ class GaussianKernel(Kernel):
             so that no second pass over the full n x n matrix is needed.
         median_points: subsample size for the median rule.
 
-    Example:
+    Examples:
         >>> k = GaussianKernel()  # the MFM default
         >>> float(k(torch.zeros(1, 4), torch.ones(1, 4)))  # exp(-4 / 16)
         0.7788007855415344
@@ -233,7 +234,7 @@ class InverseMultiquadraticKernel(Kernel):
         scales: the multipliers ``s``.
         prior_variance: ``sigma^2`` of the prior the latents are pulled toward.
 
-    Example:
+    Examples:
         >>> k = InverseMultiquadraticKernel(scales=(1.0,))
         >>> float(k(torch.zeros(1, 2), torch.ones(1, 2)))  # C = 4: 4 / (4 + 2)
         0.6666666865348816
@@ -266,7 +267,7 @@ class InverseMultiquadraticKernel(Kernel):
 class SumKernel(Kernel):
     """Sum of kernels; all components share one squared-distance matrix.
 
-    Example:
+    Examples:
         >>> k = GaussianKernel(bandwidth=1.0) + InverseMultiquadraticKernel(scales=1.0)
         >>> k.plan(torch.zeros(3, 2)).kinds
         ('gaussian', 'imq')

@@ -30,7 +30,7 @@ class FactorizedLatents:
     Shapes:
         shared: (B, Dy). private[m]: (B, Da_m). present[m]: (B,) bool.
 
-    Example:
+    Examples:
         >>> z = FactorizedLatents(torch.zeros(4, 8), {"audio": torch.zeros(4, 2)})
         >>> [name for name, _ in z.items()]
         ['shared', 'audio']

@@ -33,6 +33,9 @@ def check_presence(
 
     Raises:
         ValueError: unknown or missing names, a non-bool dtype, or a shape other than (B,).
+
+    Shapes:
+        present[name]: (B,) bool. Returns: name -> (B,) bool.
     """
     check_names(present.keys(), names, "presence mask modalities")
     out: dict[str, Tensor] = {}
@@ -91,6 +94,14 @@ def random_presence(
 
     Returns:
         modality name -> (B,) bool, sorted by name.
+
+    Shapes:
+        Returns: name -> (B,) bool, with at least one True per sample across names.
+
+    Examples:
+        >>> present = random_presence(["audio", "video"], 4, 0.5)
+        >>> torch.stack(list(present.values())).any(dim=0).all()
+        tensor(True)
     """
     if not 0.0 <= missing_rate < 1.0:
         raise ValueError(f"missing_rate must be in [0, 1), got {missing_rate}")

@@ -25,7 +25,7 @@ class Predictor(nn.Module):
     Shapes:
         shared: (B, Fy). Returns: (B, output_size).
 
-    Example:
+    Examples:
         >>> Predictor(input_size=8, output_size=3)(torch.randn(2, 8)).shape
         torch.Size([2, 3])
     """
@@ -53,6 +53,7 @@ class Predictor(nn.Module):
             )
 
     def forward(self, shared: Tensor) -> Tensor:
+        """Predict Y_hat = D(F_y) from the shared factor."""
         if shared.dim() != 2 or shared.shape[1] != self.input_size:
             raise ValueError(
                 f"expected a shared factor of shape (B, {self.input_size}), "

@@ -15,7 +15,7 @@ does the reverse, :func:`transfer_grid` decodes every (content, style) pair of t
 Swapping codes Z before the generators equals swapping factors F after them, because each
 generator acts on one sample at a time.
 
-Example:
+Examples:
     >>> z = head(features)                             # FactorizedLatents
     >>> {name: float(linear_probe_accuracy(code, labels)) for name, code in z.items()}
     >>> linear_probe_r2(z.shared, true_shared_factors)  # R^2, averaged over columns
@@ -353,7 +353,13 @@ def transfer_grid(
         content: (R,) integer. style: (C,) integer. Returns: (R, C, ...) per modality,
         e.g. (R, C, 1, 16, 15) for an image modality.
 
-    Example:
+    Examples:
+        >>> head = FactorizedHead({"fou": 6, "pix": 5}, shared_size=4, private_size=2)
+        >>> gens = FactorGenerators.for_head(head, factor_size=8)
+        >>> decs = ModalityDecoders(
+        ...     {"fou": VectorDecoder(8, 8, 6), "pix": ImageDecoder(8, 8, (1, 16, 15))}
+        ... )
+        >>> z = head({"fou": torch.randn(6, 6), "pix": torch.randn(6, 5)})
         >>> with torch.no_grad():
         ...     grid = transfer_grid(gens, decs, z, content=torch.arange(4), style=torch.arange(6))
         >>> grid["pix"].shape

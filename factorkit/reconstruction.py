@@ -103,7 +103,7 @@ def reconstruction_loss(
         x_hat[m], x[m]: (B, ...) e.g. (B, D) or (B, C, H, W). present[m]: (B,) bool.
         Returns: () and {m: ()}.
 
-    Example:
+    Examples:
         >>> x = {"a": torch.ones(2, 3), "img": torch.zeros(2, 1, 4, 4)}
         >>> x_hat = {"a": torch.zeros(2, 3), "img": torch.zeros(2, 1, 4, 4)}
         >>> present = {"a": torch.tensor([True, False]), "img": torch.tensor([True, True])}
@@ -158,6 +158,7 @@ class ReconstructionLoss(nn.Module):
         x: Mapping[str, Tensor],
         present: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
+        """The weighted masked reconstruction loss; see :func:`reconstruction_loss`."""
         return reconstruction_loss(x_hat, x, present, weights=self.weights)
 
     def extra_repr(self) -> str:

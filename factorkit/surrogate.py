@@ -237,9 +237,9 @@ class SurrogateInference(nn.Module):
         features[m]: (B, D_m). present[m]: (B,) bool, True where observed.
         Returns: shared (B, Dy), private[m] (B, Da_m), present[m] (B,) bool (inferred).
 
-    Example:
+    Examples:
         Training jointly with the main model (``head``, ``generators``, ``decoders``,
-        ``predictor``), on batches where every modality is known::
+        ``predictor``), on batches where every modality is known:
 
             z = head(x)                                   # full-data codes
             main = mfm_loss(z, x, y)                      # the usual MFM objective
@@ -257,7 +257,7 @@ class SurrogateInference(nn.Module):
         ``surrogate.parameters()`` only (gradients still flow through the frozen
         generators, decoders and predictor into the surrogate).
 
-        At test time, with ``observed`` the real mask::
+        At test time, with ``observed`` the real mask:
 
             z = complete_latents(head(x, observed), surrogate(x, observed))
             f = generators(z)
@@ -325,6 +325,7 @@ class SurrogateInference(nn.Module):
     def forward(
         self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
     ) -> FactorizedLatents:
+        """Infer Z_y and the missing Z_a_m of each sample from its observed modalities."""
         batch = check_vectors(features, self.input_sizes)
         if present is None:
             first = features[self.modalities[0]]
@@ -515,6 +516,7 @@ class SurrogateLoss(nn.Module):
         self.weights = None if weights is None else dict(weights)
 
     def forward(self, surrogate: FactorizedLatents, target: FactorizedLatents) -> Tensor:
+        """The weighted code-matching loss; see :func:`surrogate_loss`."""
         return surrogate_loss(
             surrogate, target, detach_target=self.detach_target, weights=self.weights
         )

@@ -87,7 +87,7 @@ def make_synthetic_views(
     Shapes:
         views[m]: (N, D_m). labels: (N,). shared: (N, ks). private[m]: (N, km).
 
-    Example:
+    Examples:
         >>> data = make_synthetic_views(100, view_sizes={"a": 8, "b": 6}, seed=1)
         >>> data.views["a"].shape, data.private["b"].shape, data.labels.shape
         (torch.Size([100, 8]), torch.Size([100, 2]), torch.Size([100]))

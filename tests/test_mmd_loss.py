@@ -15,6 +15,7 @@ from factorkit import (
     gaussian_prior_mmd,
     mmd,
 )
+from factorkit._mmd_engine import SMALL_ROWS
 
 Tensor = torch.Tensor
 KernelFn = Callable[[Tensor, Tensor], Tensor]  # (r, pooled points) -> k(r)
@@ -233,8 +234,35 @@ def test_no_nan_gradient_when_points_coincide(kernel: Kernel) -> None:
         assert torch.isfinite(g).all()
 
 
-def test_second_derivative_is_refused_not_wrong() -> None:
+def test_second_derivative_small_batches_match_reference() -> None:
+    # Up to SMALL_ROWS pooled rows the kernel sum runs under plain autograd, so double
+    # backward (e.g. gradient penalties) is exact there.
     x, y = sample(5, 5, 2, seed=13)
+    x.requires_grad_(True)
+    (g,) = torch.autograd.grad(mmd(x, y), x, create_graph=True)
+    (h,) = torch.autograd.grad(g.square().sum(), x)
+    xr = x.detach().clone().requires_grad_(True)
+    (gr,) = torch.autograd.grad(ref_mmd(xr, y), xr, create_graph=True)
+    (hr,) = torch.autograd.grad(gr.square().sum(), xr)
+    torch.testing.assert_close(h, hr, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_one_pass_engine_above_the_small_path_matches_reference(estimator: str) -> None:
+    # Above SMALL_ROWS pooled rows the dense mode runs the one-pass engine instead.
+    x, y = sample(SMALL_ROWS // 2 + 7, SMALL_ROWS // 2, 4, seed=21)
+    x64, y64 = x.double().requires_grad_(True), y.double()
+    got = mmd(x64, y64, estimator=estimator)  # type: ignore[arg-type]
+    expected = ref_mmd(x64.detach().requires_grad_(True), y64, estimator=estimator)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    (g,) = torch.autograd.grad(got, x64)
+    xr = x64.detach().requires_grad_(True)
+    (gr,) = torch.autograd.grad(ref_mmd(xr, y64, estimator=estimator), xr)
+    torch.testing.assert_close(g, gr, rtol=1e-7, atol=1e-12)
+
+
+def test_second_derivative_is_refused_not_wrong_for_large_batches() -> None:
+    x, y = sample(SMALL_ROWS // 2 + 1, SMALL_ROWS // 2, 2, seed=13)
     x.requires_grad_(True)
     (g,) = torch.autograd.grad(mmd(x, y), x, create_graph=True)
     with pytest.raises(RuntimeError):

@@ -1,0 +1,255 @@
+"""The sequence MFM sentiment example (examples/mfm_sentiment.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from examples.mfm_sentiment import (
+    Batch,
+    SentimentMFM,
+    main,
+    mfm_objective,
+    prepare,
+    sentiment_metrics,
+    simulate_missing,
+    without,
+)
+from examples.sentiment_data import load_mfn_h5
+from factorkit import MMDPriorLoss, lengths_to_mask
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mfn-sentiment"
+T = 6
+SIZES = {"audio": 5, "video": 4}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # These LSTMs are tiny: one thread is several times faster than two on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write_h5(path: Path, array: np.ndarray) -> None:
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("d1", data=array)
+
+
+def _mfn_folder(tmp_path: Path, dataset: str, sizes: dict[str, int]) -> Path:
+    """Front-padded MFN h5 files: labels driven by the audio mean, video absent for every
+    third sample, one sample with no data per split (length 0)."""
+    tmp_path.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in {"train": 48, "valid": 12, "test": 12}.items():
+        lengths = rng.integers(1, T + 1, size=n)
+        lengths[0] = 0
+        x = {m: np.zeros((n, T, d)) for m, d in sizes.items()}
+        for i, length in enumerate(lengths):
+            for m, d in sizes.items():
+                x[m][i, T - length :] = rng.normal(size=(length, d))
+        x["video"][::3] = 0.0
+        for m in sizes:
+            _write_h5(tmp_path / f"{m}_{split}.h5", x[m])
+        score = x["audio"].sum((1, 2)) / np.maximum(lengths, 1)
+        if dataset == "youtube":
+            y = np.eye(3)[np.digitize(score, [-0.5, 0.5])]
+        else:
+            y = np.clip(np.round(3 + score), 1, 5)
+        _write_h5(tmp_path / f"y_{split}.h5", y)
+    return tmp_path
+
+
+def test_prepare_standardises_on_valid_present_steps_and_drops_empty(tmp_path: Path) -> None:
+    data = load_mfn_h5(_mfn_folder(tmp_path, "mmmo", SIZES), "mmmo")
+    batches, offset = prepare(data, torch.device("cpu"))
+    train = data.train.select(data.train.lengths > 0)
+    assert len(batches["train"]) == len(train) == 47
+    assert offset is not None
+    torch.testing.assert_close(offset, train.labels.mean().reshape(1))
+    b = batches["train"]
+    torch.testing.assert_close(b.mask, train.step_mask())
+    for m in SIZES:
+        keep = b.mask & b.present[m][:, None]
+        valid = b.x[m][keep].double()
+        # Training statistics come from exactly these steps: mean 0, std 1 per feature.
+        torch.testing.assert_close(valid.mean(0), torch.zeros(SIZES[m], dtype=torch.float64))
+        torch.testing.assert_close(valid.std(0), torch.ones(SIZES[m], dtype=torch.float64))
+        assert bool((b.x[m][~keep] == 0).all())
+    assert b.present["video"].float().mean().item() == pytest.approx(32 / 47)
+
+
+def test_simulate_missing_keeps_one_observed_and_never_revives_absent() -> None:
+    present = {
+        "audio": torch.tensor([True, True, False, True] * 50),
+        "video": torch.tensor([True, False, True, True] * 50),
+    }
+    observed = simulate_missing(present, torch.Generator().manual_seed(0))
+    both = torch.stack(list(observed.values()))
+    assert bool(both.any(0).all())
+    for m in present:
+        assert not bool((observed[m] & ~present[m]).any())
+    full = present["audio"] & present["video"]
+    dropped_one = full & (both.sum(0) == 1)
+    assert 0.3 < dropped_one.sum().item() / full.sum().item() < 0.9
+
+
+def test_without_removes_the_modality_and_samples_left_empty() -> None:
+    batch = Batch(
+        {m: torch.ones(3, 2, d) for m, d in SIZES.items()},
+        torch.ones(3, 2, dtype=torch.bool),
+        {"audio": torch.tensor([True, True, True]), "video": torch.tensor([True, False, True])},
+        torch.tensor([1.0, 2.0, 3.0]),
+    )
+    part = without(batch, "video")
+    assert part.labels.tolist() == [1.0, 2.0, 3.0]
+    assert part.present["video"].tolist() == [False] * 3
+    part = without(batch, "audio")
+    assert part.labels.tolist() == [1.0, 3.0]
+    assert {m: p.tolist() for m, p in part.present.items()} == {
+        "audio": [False, False],
+        "video": [True, True],
+    }
+
+
+def test_metrics_by_dataset() -> None:
+    y = torch.tensor([1.0, 2.0, 4.0, 5.0])
+    out = sentiment_metrics(torch.tensor([[2.0], [3.0], [4.0], [3.0]]), y, "mmmo")
+    assert out["mae"] == pytest.approx(1.0)
+    assert out["acc_2"] == pytest.approx(0.75)  # 3.0 < 3.5 for the label-5 sample
+    logits = torch.tensor([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0], [2.0, 0, 0]])
+    out = sentiment_metrics(logits, torch.tensor([0, 1, 2, 2]), "youtube")
+    assert out["accuracy"] == pytest.approx(0.75)
+    # Per-class F1: 2/3, 1, 2/3 with supports 1, 1, 2.
+    assert out["f1"] == pytest.approx((2 / 3 + 1 + 2 * 2 / 3) / 4)
+
+
+def _check_summary(summary: dict, dataset: str, names: tuple[str, ...]) -> None:
+    assert summary["dataset"] == dataset
+    for model in ("mfm", "discriminative"):
+        assert set(summary[model]) == set(names)
+        assert set(summary["std"][model]) == set(names)
+    for key in ("missing", "missing_zero_fill"):
+        assert set(summary[key]) == {"without_audio", "without_video"}
+        for part in summary[key].values():
+            assert set(part) == {*names, "n"}
+    for model in ("mfm", "discriminative", "missing", "missing_zero_fill"):
+        scores = summary[model]
+        flat = [v for p in scores.values() for v in p.values()] if "missing" in model else []
+        flat += [] if "missing" in model else list(scores.values())
+        for value in flat:
+            assert value is None or math.isfinite(value)
+
+
+def test_smoke_regression_json(tmp_path: Path) -> None:
+    folder = _mfn_folder(tmp_path / "data", "mmmo", SIZES)
+    out = tmp_path / "metrics.json"
+    main(
+        [
+            *("--data", str(folder), "--dataset", "mmmo", "--epochs", "2"),
+            *("--surrogate-epochs", "1", "--hidden-size", "8", "--num-seeds", "2"),
+            *("--metrics-out", str(out), "--out", str(tmp_path / "plots")),
+        ]
+    )
+    summary = json.loads(out.read_text())
+    _check_summary(summary, "mmmo", ("mae", "corr", "acc_2", "f1"))
+    assert summary["seeds"] == [0, 1]
+    for model in ("mfm", "discriminative"):
+        assert 0 <= summary[model]["mae"] < 4
+        assert 0 <= summary[model]["acc_2"] <= 1
+    # Video is absent for every third sample: those samples cannot lose the audio.
+    assert summary["missing"]["without_video"]["n"] == 11
+    assert summary["missing"]["without_audio"]["n"] == 8
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "curves_seed0.png",
+        "curves_seed1.png",
+    ]
+
+
+def test_smoke_classification_json(tmp_path: Path) -> None:
+    folder = _mfn_folder(tmp_path / "data", "youtube", SIZES)
+    out = tmp_path / "metrics.json"
+    main(
+        [
+            *("--data", str(folder), "--dataset", "youtube", "--epochs", "1"),
+            *("--surrogate-epochs", "1", "--hidden-size", "8", "--metrics-out", str(out)),
+        ]
+    )
+    summary = json.loads(out.read_text())
+    _check_summary(summary, "youtube", ("accuracy", "f1"))
+    for model in ("mfm", "discriminative"):
+        assert 0 <= summary[model]["accuracy"] <= 1
+        assert 0 <= summary[model]["f1"] <= 1
+
+
+def _structured_batch(batch_size: int = 32) -> Batch:
+    """Front-padded sequences driven by a 3-d factor per sample (so they can be
+    reconstructed), the label its first coordinate, video absent for every third sample."""
+    lengths = torch.randint(1, T + 1, (batch_size,))
+    mask = lengths_to_mask(lengths, T, layout="front")
+    factor = torch.randn(batch_size, 3)
+    present = {
+        "audio": torch.ones(batch_size, dtype=torch.bool),
+        "video": torch.arange(batch_size) % 3 != 0,
+    }
+    x = {}
+    for m, d in SIZES.items():
+        seq = (factor @ torch.randn(3, d))[:, None, :] + 0.1 * torch.randn(batch_size, T, d)
+        x[m] = torch.where(mask[:, :, None] & present[m][:, None, None], seq, 0.0)
+    return Batch(x, mask, present, factor[:, 0])
+
+
+def test_every_mfm_term_decreases() -> None:
+    batch = _structured_batch()
+    model = SentimentMFM(
+        SIZES, 1, label_offset=batch.labels.mean().reshape(1), hidden_size=16, dropout=0.0
+    )
+    # Exact prior terms: no sampling noise and no finite-sample floor in the MMD terms.
+    prior = MMDPriorLoss(estimator="analytic")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    history = []
+    for _ in range(40):
+        out = model(batch.x, batch.mask, batch.present)
+        terms = mfm_objective(out, batch, lambda_x=1.0, lambda_mmd=10.0, prior=prior)
+        optimizer.zero_grad()
+        terms["total"].backward()
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in terms.items()})
+    assert set(history[0]) == {
+        "total",
+        "label",
+        "recon/audio",
+        "recon/video",
+        "mmd/shared",
+        "mmd/audio",
+        "mmd/video",
+    }
+    for term in history[0]:
+        first = sum(h[term] for h in history[:5]) / 5
+        last = sum(h[term] for h in history[-5:]) / 5
+        assert last < 0.7 * first, (term, first, last)
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/mfn-sentiment is absent")
+def test_real_data_short_run(tmp_path: Path) -> None:
+    out = tmp_path / "metrics.json"
+    main(
+        [
+            *("--data", str(REAL / "mmmo"), "--dataset", "mmmo", "--epochs", "2"),
+            *("--surrogate-epochs", "1", "--metrics-out", str(out)),
+        ]
+    )
+    summary = json.loads(out.read_text())
+    _check_summary(summary, "mmmo", ("mae", "corr", "acc_2", "f1"))
+    assert summary["missing"]["without_audio"]["n"] == 80
+    for model in ("mfm", "discriminative"):
+        # Labels 1..5 with mean 3.4: two epochs from the mean label stay well within 2.
+        assert 0 < summary[model]["mae"] < 2
