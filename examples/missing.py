@@ -131,7 +131,8 @@ def train_surrogate(
         with torch.no_grad():
             target = mfm.head(_encode(mfm.encoders, views, None))
         codes, label, recon = terms(model, views, labels, present, target)
-        # Every sample again with one of its observed views alone, picked at random.
+        # Every sample again with one of its observed views alone (picked at random), so
+        # that each expert also learns to stand alone: the only-one-view patterns.
         bits = torch.stack([present[m] for m in names], dim=1).float()
         pick = torch.multinomial(bits, 1).squeeze(1)
         alone = {m: pick == i for i, m in enumerate(names)}
@@ -187,7 +188,8 @@ def infer_latents(
         m: torch.cat([features[m], fill_absent(views[m], present[m]).flatten(1)], dim=1)
         for m in features
     }
-    inferred = surrogate(inputs, present).map(lambda name, z: z + imputed[name])
+    own = surrogate(inputs, present)
+    inferred = own.map(lambda name, z: fill_absent(z + imputed[name], own.mask(name)))
     observed = mfm.head(features, present) if full is None else full
     return complete_latents(observed, inferred, present), inferred
 
