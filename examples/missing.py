@@ -1,13 +1,17 @@
 """Missing views at test time: MFM + surrogate inference against simple alternatives.
 
 After the MFM is trained on complete data, :class:`~factorkit.SurrogateInference` is
-trained with the MFM frozen: for random missing patterns it infers the shared code and
-the missing private codes from the observed views' encoder features, and learns from
-three terms (the paper's surrogate objective)::
+trained with the MFM frozen. Its product of per-view experts (``mode="experts"``) sees,
+for each observed view, the MFM encoder's features and the raw view, and predicts a
+correction to the MFM's codes under mean imputation (the missing views set to their
+training mean): so the surrogate starts from mean imputation and learns what it misses.
+For random missing patterns it learns from the paper's three terms::
 
-    MSE(surrogate codes, full-data codes) + label loss + reconstruction of the missing views
+    MSE(surrogate codes, full-data codes) + 3 * label loss + reconstruction of the missing views
 
-where the last two run through the MFM's frozen generators, predictor and decoders.
+where the last two run through the MFM's frozen generators, predictor and decoders. Each
+batch is also trained with every sample reduced to one of its observed views, so that
+every expert learns to stand alone (the only-one-view patterns).
 
 Each evaluation pattern (every view missing in turn, only one view observed, 50% of the
 views missing at random per sample) compares, on the test split:
@@ -26,6 +30,7 @@ Reconstruction MSEs are on standardised features, averaged over the missing view
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,14 +42,26 @@ from examples.mfm import MFM, Discriminative, _encode
 from examples.multiview_data import Standardization
 from examples.training import Split, accuracy, autocast, cross_entropy_loss, fit
 from factorkit import (
+    FactorizedLatents,
     SurrogateInference,
     complete_latents,
+    fill_absent,
     random_presence,
     reconstruction_loss,
     surrogate_loss,
 )
 
-__all__ = ["MissingEvaluation", "evaluation_patterns", "train_surrogate", "training_patterns"]
+__all__ = [
+    "LABEL_WEIGHT",
+    "MissingEvaluation",
+    "evaluation_patterns",
+    "infer_latents",
+    "train_surrogate",
+    "training_patterns",
+]
+
+LABEL_WEIGHT = 3.0
+"""Weight of the label term of the surrogate objective (codes and reconstruction: 1)."""
 
 Presence = dict[str, Tensor]
 
@@ -82,22 +99,46 @@ def train_surrogate(
 ) -> SurrogateInference:
     """Train surrogate inference with the MFM frozen (see the module docstring)."""
     device = train.labels.device
-    surrogate = SurrogateInference.for_head(mfm.head, hidden_size=256).to(device)
+    sizes = {m: mfm.head.input_sizes[m] + math.prod(v.shape[1:]) for m, v in train.views.items()}
+    surrogate = SurrogateInference(
+        sizes,
+        shared_size=mfm.head.shared_size,
+        private_size=mfm.head.private_sizes,
+        mode="experts",
+        hidden_size=256,
+    ).to(device)
     mfm.requires_grad_(False)
     mfm.eval()
     names = mfm.head.modalities
 
+    def terms(
+        model: SurrogateInference,
+        views: dict,
+        labels: Tensor,
+        present: Presence,
+        target: FactorizedLatents,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        latents, inferred = infer_latents(mfm, model, views, present, full=target)
+        out = mfm.decode(latents)
+        missing = {m: ~present[m] for m in names}
+        return (
+            surrogate_loss(inferred, target),
+            F.cross_entropy(out.logits, labels),
+            reconstruction_loss(out.reconstructions, views, missing),
+        )
+
     def loss(model: SurrogateInference, views: dict, labels: Tensor, present: Any) -> dict:
         with torch.no_grad():
-            features = _encode(mfm.encoders, views, None)
-            target = mfm.head(features)
-        inferred = model(features, present)
-        out = mfm.decode(complete_latents(target, inferred, present))
-        missing = {m: ~present[m] for m in names}
-        codes = surrogate_loss(inferred, target)
-        label = F.cross_entropy(out.logits, labels)
-        recon = reconstruction_loss(out.reconstructions, views, missing)
-        return {"total": codes + label + recon, "codes": codes, "label": label, "recon": recon}
+            target = mfm.head(_encode(mfm.encoders, views, None))
+        codes, label, recon = terms(model, views, labels, present, target)
+        # Every sample again with one of its observed views alone (picked at random), so
+        # that each expert also learns to stand alone: the only-one-view patterns.
+        bits = torch.stack([present[m] for m in names], dim=1).float()
+        pick = torch.multinomial(bits, 1).squeeze(1)
+        alone = {m: pick == i for i, m in enumerate(names)}
+        again = terms(model, views, labels, alone, target)
+        total = sum(c + LABEL_WEIGHT * y + r for c, y, r in ((codes, label, recon), again))
+        return {"total": total, "codes": codes, "label": label, "recon": recon}
 
     def predict(views: dict, present: Any) -> Tensor:
         return surrogate_predict(mfm, surrogate, views, present)[0]
@@ -119,14 +160,46 @@ def train_surrogate(
     return surrogate
 
 
+def infer_latents(
+    mfm: MFM,
+    surrogate: SurrogateInference,
+    views: Mapping[str, Tensor],
+    present: Presence,
+    *,
+    full: FactorizedLatents | None = None,
+) -> tuple[FactorizedLatents, FactorizedLatents]:
+    """Every code of the MFM under a presence mask, the missing ones inferred.
+
+    The surrogate sees each observed view's encoder features and raw values, and its
+    codes are added to the MFM's codes of the mean-imputed views (0 after
+    standardisation): it refines mean imputation.
+
+    Args:
+        full: the head's codes of the complete views, when known (training): their
+            observed slots are the same and save a second head pass.
+
+    Returns:
+        The completed latents, and the surrogate's own (inferred slots marked present).
+    """
+    # Absent views are zeroed before the encoders: the features of mean imputation.
+    features = _encode(mfm.encoders, views, present)
+    imputed = dict(mfm.head(features).items())
+    inputs = {
+        m: torch.cat([features[m], fill_absent(views[m], present[m]).flatten(1)], dim=1)
+        for m in features
+    }
+    own = surrogate(inputs, present)
+    inferred = own.map(lambda name, z: fill_absent(z + imputed[name], own.mask(name)))
+    observed = mfm.head(features, present) if full is None else full
+    return complete_latents(observed, inferred, present), inferred
+
+
 @torch.no_grad()
 def surrogate_predict(
     mfm: MFM, surrogate: SurrogateInference, views: Mapping[str, Tensor], present: Presence
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Logits and reconstructions of MFM + surrogate inference under a presence mask."""
-    features = _encode(mfm.encoders, views, present)
-    latents = complete_latents(mfm.head(features, present), surrogate(features, present))
-    out = mfm.decode(latents)
+    out = mfm.decode(infer_latents(mfm, surrogate, views, present)[0])
     return out.logits, out.reconstructions
 
 

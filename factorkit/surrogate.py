@@ -82,6 +82,54 @@ class _SharedNetwork(nn.Module):
         return pieces[SHARED], {m: pieces[m] for m in self.modalities}
 
 
+class _ExpertNetworks(nn.Module):
+    """Product of experts: every observed modality proposes each code with a precision."""
+
+    def __init__(
+        self,
+        input_sizes: Mapping[str, int],
+        output_sizes: Mapping[str, int],
+        hidden: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.modalities = tuple(input_sizes)
+        self.output_sizes = dict(output_sizes)
+        width = sum(self.output_sizes.values())
+        self.experts = nn.ModuleDict(
+            {
+                m: nn.Sequential(
+                    nn.Linear(d, hidden),
+                    nn.ReLU(),
+                    nn.Dropout(dropout),
+                    nn.Linear(hidden, hidden),
+                    nn.ReLU(),
+                    nn.Dropout(dropout),
+                    nn.Linear(hidden, 2 * width),
+                )
+                for m, d in input_sizes.items()
+            }
+        )
+
+    def forward(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> Codes:
+        means: list[Tensor] = []
+        log_precisions: list[Tensor] = []
+        for m in self.modalities:
+            proposal: Tensor = self.experts[m](fill_absent(features[m], present[m]))
+            mean, log_precision = proposal.chunk(2, dim=1)
+            means.append(mean)
+            # An absent expert gets a log-precision far below any learned one: weight 0
+            # after the softmax, while the row stays finite if nothing is observed.
+            log_precisions.append(
+                torch.where(present[m][:, None], log_precision, log_precision.new_tensor(-1e4))
+            )
+        weights = torch.softmax(torch.stack(log_precisions), dim=0)
+        out = (weights * torch.stack(means)).sum(dim=0)
+        sizes = list(self.output_sizes.values())
+        pieces = dict(zip(self.output_sizes, torch.split(out, sizes, dim=1), strict=True))
+        return pieces[SHARED], {m: pieces[m] for m in self.modalities}
+
+
 class _PatternNetworks(nn.Module):
     """The paper's variant: one encoder per observed subset, for its missing codes only."""
 
@@ -154,6 +202,13 @@ class SurrogateInference(nn.Module):
         own embedding MLP; the embeddings of the observed modalities are averaged and a
         learned embedding of the presence bits is added; a trunk MLP maps this to Z_y and
         every Z_a_m. Parameters grow linearly with the number of modalities.
+        ``"experts"``: a product of experts, one network for every pattern. Each
+        modality's expert MLP proposes Z_y and every Z_a_m with a per-dimension
+        log-precision; each code is the precision-weighted mean of the proposals of the
+        sample's observed modalities (a softmax of the log-precisions over them). With
+        one modality observed the code is its expert's proposal alone, so each expert
+        can be trained to stand alone; with several, the better informed experts
+        dominate each dimension. Parameters grow linearly with the number of modalities.
         ``"per_pattern"``: the MFM paper's variant, one MLP per observed subset (2^M - 2
         of them, M <= 4), each on the concatenated features of its subset and producing
         only the codes its pattern misses. For faithful comparisons with the paper.
@@ -174,7 +229,7 @@ class SurrogateInference(nn.Module):
             :class:`~factorkit.FactorizedHead`). At least two modalities.
         shared_size: Dy, size of the shared code.
         private_size: Da, size of each private code: one int for all, or per modality.
-        mode: ``"shared"`` or ``"per_pattern"``.
+        mode: ``"shared"``, ``"experts"`` or ``"per_pattern"``.
         hidden_size: width of every hidden layer (default ``max(64, shared_size)``).
         dropout: dropout after every hidden activation.
 
@@ -215,7 +270,7 @@ class SurrogateInference(nn.Module):
         *,
         shared_size: int,
         private_size: int | Mapping[str, int],
-        mode: Literal["shared", "per_pattern"] = "shared",
+        mode: Literal["shared", "experts", "per_pattern"] = "shared",
         hidden_size: int | None = None,
         dropout: float = 0.0,
     ) -> None:
@@ -234,6 +289,8 @@ class SurrogateInference(nn.Module):
             self.network: nn.Module = _SharedNetwork(
                 self.input_sizes, output_sizes, hidden, dropout
             )
+        elif mode == "experts":
+            self.network = _ExpertNetworks(self.input_sizes, output_sizes, hidden, dropout)
         elif mode == "per_pattern":
             if len(self.modalities) > MAX_PATTERN_MODALITIES:
                 raise ValueError(
@@ -243,7 +300,7 @@ class SurrogateInference(nn.Module):
                 )
             self.network = _PatternNetworks(self.input_sizes, output_sizes, hidden, dropout)
         else:
-            raise ValueError(f'mode must be "shared" or "per_pattern", got {mode!r}')
+            raise ValueError(f'mode must be "shared", "experts" or "per_pattern", got {mode!r}')
         self.mode = mode
 
     @classmethod
@@ -251,7 +308,7 @@ class SurrogateInference(nn.Module):
         cls,
         head: FactorizedHead,
         *,
-        mode: Literal["shared", "per_pattern"] = "shared",
+        mode: Literal["shared", "experts", "per_pattern"] = "shared",
         hidden_size: int | None = None,
         dropout: float = 0.0,
     ) -> SurrogateInference:

@@ -23,7 +23,7 @@ from factorkit import (
 
 SIZES = {"audio": 6, "text": 5, "video": 4}
 PRIVATE = {"audio": 2, "text": 3, "video": 1}
-MODES = ["shared", "per_pattern"]
+MODES = ["shared", "experts", "per_pattern"]
 NAMES = sorted(SIZES)
 
 
@@ -120,6 +120,32 @@ def test_shared_mode_matches_a_naive_float64_recomputation() -> None:
             if not present[m][i]:
                 torch.testing.assert_close(z.private[m][i], out[offset : offset + PRIVATE[m]])
             offset += PRIVATE[m]
+
+
+def test_experts_mode_is_a_precision_weighted_mean_of_the_observed_experts() -> None:
+    sur = make("experts").double()
+    present = every_pattern()
+    x = {m: t.double() for m, t in features(7).items()}
+    z = sur(x, present)
+    experts = sur.network.experts
+    for i in range(6):
+        observed = [m for m in NAMES if present[m][i]]
+        proposals = {m: experts[m](x[m][i]) for m in observed}
+        width = proposals[observed[0]].shape[0] // 2
+        precision = {m: p[width:].exp() for m, p in proposals.items()}
+        total = sum(precision.values())
+        out = sum(precision[m] * proposals[m][:width] for m in observed) / total
+        assert isinstance(out, torch.Tensor)
+        torch.testing.assert_close(z.shared[i], out[:3])
+        offset = 3
+        for m in NAMES:
+            if not present[m][i]:
+                torch.testing.assert_close(z.private[m][i], out[offset : offset + PRIVATE[m]])
+            offset += PRIVATE[m]
+    # One observed modality: its expert's proposal alone, whatever its precision.
+    alone = {m: torch.tensor([m == "text"]) for m in NAMES}
+    single = sur({m: t[:1] for m, t in x.items()}, alone)
+    torch.testing.assert_close(single.shared[0], experts["text"](x["text"][0])[:3])
 
 
 @pytest.mark.parametrize("mode", MODES)
