@@ -56,6 +56,7 @@ from examples.sentiment_data import (
     load_mfn_h5,
     load_multibench_pickle,
 )
+from examples.training import autocast, resolve_device
 from factorkit import (
     FactorContributions,
     FactorGenerator,
@@ -594,20 +595,6 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     epoch_seconds: float = 0.0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was requested but CUDA is not available")
-    return torch.device(name)
-
-
-def autocast(device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA; a disabled context elsewhere (CPU runs stay in float32)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def fit(

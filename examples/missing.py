@@ -100,6 +100,7 @@ def train_surrogate(
     """Train surrogate inference with the MFM frozen (see the module docstring)."""
     device = train.labels.device
     sizes = {m: mfm.head.input_sizes[m] + math.prod(v.shape[1:]) for m, v in train.views.items()}
+    torch.manual_seed(seed)
     surrogate = SurrogateInference(
         sizes,
         shared_size=mfm.head.shared_size,
@@ -278,6 +279,7 @@ class MissingEvaluation:
         shapes = {m: tuple(v.shape[1:]) for m, v in self.train.views.items()}
         if name.startswith("without_"):
             kept = [m for m in shapes if m != name.removeprefix("without_")]
+            torch.manual_seed(self.seed)
             model = Discriminative({m: shapes[m] for m in kept}, int(self.train.labels.max()) + 1)
             model.to(self.test.labels.device)
             only = [
@@ -295,6 +297,7 @@ class MissingEvaluation:
             return accuracy(model.predict, only[2])
         # random_<rate>: trained under random masks of that rate, evaluated on the test masks.
         names, rate = sorted(shapes), self._rates[name]
+        torch.manual_seed(self.seed)
         model = Discriminative(shapes, int(self.train.labels.max()) + 1).to(self.test.labels.device)
         generator = torch.Generator().manual_seed(self.seed + 2)
         val_mask = random_presence(names, len(self.validation), rate, generator=generator)

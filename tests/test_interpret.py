@@ -1,5 +1,4 @@
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -9,16 +8,6 @@ from factorkit import FactorizedLatents, ImageDecoder, ModalityDecoders, VectorD
 from factorkit.interpret import decoder_jacobian_norms, factor_contributions
 
 D64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Every tensor here is tiny: intra-op threads only add synchronisation, and on a
-    # loaded machine they made these tests 10-20x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def naive_norms(decoder: nn.Module, fa: Tensor, fy: Tensor) -> tuple[Tensor, Tensor]:

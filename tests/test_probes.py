@@ -1,5 +1,3 @@
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -23,16 +21,6 @@ from factorkit.probes import (
     transfer_grid,
 )
 from factorkit.testing import make_synthetic_views
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Every tensor here is tiny: intra-op threads only add synchronisation, and on a
-    # loaded machine they made these tests 10-20x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def split_rows(n: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:

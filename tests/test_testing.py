@@ -1,20 +1,8 @@
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from factorkit.probes import linear_probe_accuracy, linear_probe_r2
 from factorkit.testing import make_synthetic_views
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Every tensor here is tiny: intra-op threads only add synchronisation, and on a
-    # loaded machine they made these tests 10-20x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_deterministic_by_seed() -> None:
