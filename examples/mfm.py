@@ -14,7 +14,6 @@ Vector views are (B, D); image views (B, C, H, W) get a small CNN encoder and an
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -36,7 +35,7 @@ from factorkit import (
     reconstruction_loss,
 )
 
-__all__ = ["MFM", "Discriminative", "MFMOutput", "ViewEncoder", "mfm_objective"]
+__all__ = ["MFM", "Discriminative", "MFMOutput", "ViewEncoder", "encode_views", "mfm_objective"]
 
 ViewShape = tuple[int, ...]
 
@@ -74,9 +73,14 @@ class ViewEncoder(nn.Module):
         return out
 
 
-def _encode(
+def encode_views(
     encoders: nn.ModuleDict, views: Mapping[str, Tensor], present: Mapping[str, Tensor] | None
 ) -> dict[str, Tensor]:
+    """Each view through its own encoder (absent samples as zeros).
+
+    Shapes:
+        views[m]: (B, D_m) or (B, C, H, W). present[m]: (B,) bool. Returns: (B, E) each.
+    """
     # Absent inputs are zeroed before the encoder so NaN placeholders cannot reach any
     # gradient; the head then masks the encoder outputs as well.
     return {
@@ -149,7 +153,7 @@ class MFM(nn.Module):
     def forward(
         self, views: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
     ) -> MFMOutput:
-        latents = self.head(_encode(self.encoders, views, present), present)
+        latents = self.head(encode_views(self.encoders, views, present), present)
         return self.decode(latents)
 
     def decode(self, latents: FactorizedLatents) -> MFMOutput:
@@ -161,7 +165,7 @@ class MFM(nn.Module):
         self, views: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
     ) -> Tensor:
         """Class logits only (the decoders are skipped)."""
-        latents = self.head(_encode(self.encoders, views, present), present)
+        latents = self.head(encode_views(self.encoders, views, present), present)
         return self.predictor(self.generators.generators["shared"](latents.shared))
 
 
@@ -202,7 +206,7 @@ class Discriminative(nn.Module):
         self, views: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
     ) -> Tensor:
         """Class logits, (B, K)."""
-        features = _encode(self.encoders, views, present)
+        features = encode_views(self.encoders, views, present)
         out: Tensor = self.predictor(self.generator(self.fusion(features, present)))
         return out
 
@@ -236,8 +240,3 @@ def mfm_objective(
         **{f"recon/{m}": term for m, term in recon.items()},
         **{f"mmd/{name}": term for name, term in mmd.items()},
     }
-
-
-def parameter_count(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(math.prod(p.shape) for p in module.parameters() if p.requires_grad)

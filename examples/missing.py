@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from examples.mfm import MFM, Discriminative, _encode
+from examples.mfm import MFM, Discriminative, encode_views
 from examples.multiview_data import Standardization
 from examples.training import Split, accuracy, autocast, cross_entropy_loss, fit
 from factorkit import (
@@ -130,7 +130,7 @@ def train_surrogate(
 
     def loss(model: SurrogateInference, views: dict, labels: Tensor, present: Any) -> dict:
         with torch.no_grad():
-            target = mfm.head(_encode(mfm.encoders, views, None))
+            target = mfm.head(encode_views(mfm.encoders, views, None))
         codes, label, recon = terms(model, views, labels, present, target)
         # Every sample again with one of its observed views alone (picked at random), so
         # that each expert also learns to stand alone: the only-one-view patterns.
@@ -183,7 +183,7 @@ def infer_latents(
         The completed latents, and the surrogate's own (inferred slots marked present).
     """
     # Absent views are zeroed before the encoders: the features of mean imputation.
-    features = _encode(mfm.encoders, views, present)
+    features = encode_views(mfm.encoders, views, present)
     imputed = dict(mfm.head(features).items())
     inputs = {
         m: torch.cat([features[m], fill_absent(views[m], present[m]).flatten(1)], dim=1)

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from examples.mfm import MFM, _encode
+from examples.mfm import MFM, encode_views
 from examples.training import Split
 from factorkit import FactorizedLatents, factor_contributions, transfer_grid
 
@@ -123,7 +123,7 @@ def contributions(model: MFM, split: Split, path: Path) -> tuple[Path, dict[str,
     batches = [split.take(order[i : i + 256]) for i in range(0, len(split), 256)]
 
     def factorize(batch: Split) -> FactorizedLatents:
-        return model.decode(model.head(_encode(model.encoders, batch.views, None))).factors
+        return model.decode(model.head(encode_views(model.encoders, batch.views, None))).factors
 
     result = factor_contributions(model.decoders, batches, factorize=factorize, per_coordinate=True)
     names = list(result.shared)
@@ -151,7 +151,7 @@ def swap_grid(model: MFM, split: Split, path: Path, *, view: str = "pix", size: 
     rows = torch.arange(0, step * size, step)[:size]
     sample = split.take(rows)
     with torch.no_grad():
-        latents = model.head(_encode(model.encoders, sample.views, None))
+        latents = model.head(encode_views(model.encoders, sample.views, None))
         grid = transfer_grid(
             model.generators, model.decoders, latents,
             content=torch.arange(size), style=torch.arange(size),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,8 +248,3 @@ def cross_entropy_loss(
     """Loss function of a purely discriminative model: cross-entropy of its logits."""
     loss = F.cross_entropy(model(views, present), labels)
     return {"total": loss, "label": loss}
-
-
-def to_device(views: Mapping[str, Tensor], device: torch.device) -> Views:
-    """Move every view to ``device``."""
-    return {m: v.to(device) for m, v in views.items()}
