@@ -10,6 +10,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from factorkit._layers import mlp
 from factorkit._validation import check_modality_names, check_size
 from factorkit.latents import FactorizedLatents
 
@@ -61,16 +62,8 @@ class VectorDecoder(nn.Module):
         self.private_size = check_size(private_size, "private_size")
         self.shared_size = check_size(shared_size, "shared_size")
         self.output_size = check_size(output_size, "output_size")
-        widths = [private_size + shared_size, *(hidden_sizes or [max(64, output_size)])]
-        layers: list[nn.Module] = []
-        for width_in, width_out in itertools.pairwise(widths):
-            layers += [
-                nn.Linear(width_in, check_size(width_out, "hidden size")),
-                nn.ReLU(),
-                nn.Dropout(dropout),
-            ]
-        layers.append(nn.Linear(widths[-1], output_size))
-        self.net = nn.Sequential(*layers)
+        hidden = [check_size(w, "hidden size") for w in hidden_sizes or [max(64, output_size)]]
+        self.net = mlp([private_size + shared_size, *hidden, output_size], dropout=dropout)
 
     def forward(self, private: Tensor, shared: Tensor) -> Tensor:
         """Reconstruct the modality from its private and the shared factor."""

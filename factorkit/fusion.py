@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from factorkit._layers import mlp
 from factorkit._validation import check_modality_names, check_size, check_vectors
 from factorkit.masks import check_presence, fill_absent
 
@@ -58,9 +59,7 @@ class ConcatFusion(nn.Module):
         self.output_size = check_size(output_size, "output_size")
         hidden = check_size(hidden_size or max(output_size, 64), "hidden_size")
         width = sum(self.input_sizes.values()) + len(self.modalities)
-        self.mlp = nn.Sequential(
-            nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, output_size)
-        )
+        self.mlp = mlp([width, hidden, output_size], dropout=dropout)
 
     def forward(
         self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
+from factorkit._layers import mlp
 from factorkit._validation import SHARED, check_modality_names, check_size, per_modality
 from factorkit.heads import FactorizedHead
 from factorkit.latents import FactorizedLatents
@@ -37,13 +38,8 @@ class FactorGenerator(nn.Module):
         super().__init__()
         self.input_size = check_size(input_size, "input_size")
         hidden = check_size(hidden_size or output_size, "hidden_size")
-        self.net = nn.Sequential(
-            nn.Linear(input_size, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, check_size(output_size, "output_size")),
-            nn.ReLU(),
-        )
+        widths = [input_size, hidden, check_size(output_size, "output_size")]
+        self.net = mlp(widths, dropout=dropout).append(nn.ReLU())
 
     def forward(self, z: Tensor) -> Tensor:
         """Map a code Z to its factor F = G(Z)."""

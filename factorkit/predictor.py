@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from factorkit._layers import mlp
 from factorkit._validation import check_size
 
 __all__ = ["Predictor"]
@@ -45,12 +46,7 @@ class Predictor(nn.Module):
             self.net: nn.Module = nn.Linear(input_size, output_size)
         else:
             hidden = check_size(hidden_size or max(64, input_size), "hidden_size")
-            self.net = nn.Sequential(
-                nn.Linear(input_size, hidden),
-                nn.ReLU(),
-                nn.Dropout(dropout),
-                nn.Linear(hidden, output_size),
-            )
+            self.net = mlp([input_size, hidden, output_size], dropout=dropout)
 
     def forward(self, shared: Tensor) -> Tensor:
         """Predict Y_hat = D(F_y) from the shared factor."""

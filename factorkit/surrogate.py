@@ -17,6 +17,7 @@ from typing import Literal, overload
 import torch
 from torch import Tensor, nn
 
+from factorkit._layers import mlp
 from factorkit._validation import (
     SHARED,
     check_modality_names,
@@ -37,6 +38,12 @@ MAX_PATTERN_MODALITIES = 4
 Codes = tuple[Tensor, dict[str, Tensor]]
 
 
+def _split_codes(out: Tensor, sizes: Mapping[str, int], modalities: tuple[str, ...]) -> Codes:
+    """Cut a (B, sum of code sizes) output into the shared and the private codes."""
+    pieces = dict(zip(sizes, torch.split(out, list(sizes.values()), dim=1), strict=True))
+    return pieces[SHARED], {m: pieces[m] for m in modalities}
+
+
 class _SharedNetwork(nn.Module):
     """One network for every pattern: masked mean of per-modality embeddings + pattern."""
 
@@ -51,10 +58,7 @@ class _SharedNetwork(nn.Module):
         self.modalities = tuple(input_sizes)
         self.output_sizes = dict(output_sizes)
         self.embeddings = nn.ModuleDict(
-            {
-                m: nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
-                for m, d in input_sizes.items()
-            }
+            {m: mlp([d, hidden, hidden]) for m, d in input_sizes.items()}
         )
         # A linear map of the presence bits: one learned vector per modality, so the size
         # stays linear in M while the trunk's nonlinearity can still tell patterns apart.
@@ -77,9 +81,7 @@ class _SharedNetwork(nn.Module):
         assert isinstance(pooled, Tensor)
         count = bits.sum(dim=1, keepdim=True).clamp(min=1).to(pooled.dtype)
         out = self.trunk(pooled / count + self.pattern_embedding(bits.to(pooled.dtype)))
-        sizes = list(self.output_sizes.values())
-        pieces = dict(zip(self.output_sizes, out.split(sizes, dim=1), strict=True))
-        return pieces[SHARED], {m: pieces[m] for m in self.modalities}
+        return _split_codes(out, self.output_sizes, self.modalities)
 
 
 class _ExpertNetworks(nn.Module):
@@ -98,15 +100,7 @@ class _ExpertNetworks(nn.Module):
         width = sum(self.output_sizes.values())
         self.experts = nn.ModuleDict(
             {
-                m: nn.Sequential(
-                    nn.Linear(d, hidden),
-                    nn.ReLU(),
-                    nn.Dropout(dropout),
-                    nn.Linear(hidden, hidden),
-                    nn.ReLU(),
-                    nn.Dropout(dropout),
-                    nn.Linear(hidden, 2 * width),
-                )
+                m: mlp([d, hidden, hidden, 2 * width], dropout=dropout)
                 for m, d in input_sizes.items()
             }
         )
@@ -125,9 +119,7 @@ class _ExpertNetworks(nn.Module):
             )
         weights = torch.softmax(torch.stack(log_precisions), dim=0)
         out = (weights * torch.stack(means)).sum(dim=0)
-        sizes = list(self.output_sizes.values())
-        pieces = dict(zip(self.output_sizes, torch.split(out, sizes, dim=1), strict=True))
-        return pieces[SHARED], {m: pieces[m] for m in self.modalities}
+        return _split_codes(out, self.output_sizes, self.modalities)
 
 
 class _PatternNetworks(nn.Module):
@@ -151,14 +143,9 @@ class _PatternNetworks(nn.Module):
                 code = sum(1 << self.modalities.index(m) for m in observed)
                 self.patterns.append((code, observed, missing))
                 width = sum(self.output_sizes[n] for n in (SHARED, *missing))
-                encoders["+".join(observed)] = nn.Sequential(
-                    nn.Linear(sum(input_sizes[m] for m in observed), hidden),
-                    nn.ReLU(),
-                    nn.Dropout(dropout),
-                    nn.Linear(hidden, hidden),
-                    nn.ReLU(),
-                    nn.Dropout(dropout),
-                    nn.Linear(hidden, width),
+                encoders["+".join(observed)] = mlp(
+                    [sum(input_sizes[m] for m in observed), hidden, hidden, width],
+                    dropout=dropout,
                 )
         self.encoders = nn.ModuleDict(encoders)
 
