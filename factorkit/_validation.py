@@ -46,6 +46,8 @@ def check_vectors(
     first = ""
     for name in sorted(sizes):
         x = tensors[name]
+        if not x.is_floating_point():
+            raise ValueError(f"modality {name!r}: {what} must be floating point, got {x.dtype}")
         if x.dim() != 2 or x.shape[1] != sizes[name]:
             raise ValueError(
                 f"modality {name!r}: expected {what} of shape (B, {sizes[name]}), "

@@ -136,6 +136,14 @@ def test_bad_input_names_modality_and_shapes(inputs: dict[str, torch.Tensor], me
         head(inputs)
 
 
+def test_integer_features_are_rejected_with_the_modality_name() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2)
+    x = features(2)
+    x["video"] = x["video"].long()
+    with pytest.raises(ValueError, match=r"modality 'video': features must be floating point"):
+        head(x)
+
+
 def test_bad_construction_is_rejected() -> None:
     with pytest.raises(ValueError, match="reserved"):
         FactorizedHead({"shared": 3}, shared_size=2, private_size=2)
