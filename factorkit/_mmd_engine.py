@@ -240,8 +240,6 @@ def weighted_kernel_sum(
     chunk: tuple[int, int | None] | None,
 ) -> Tensor:
     """Differentiable ``sum_ij A_ij k(r_ij)`` (float64, 0-dim); see :func:`pair_sum`."""
-    if chunk is None and x.shape[0] + y.shape[0] <= SMALL_ROWS:
-        return _small_kernel_sum(x, y, ux, uy, coef, plan)
     out: Tensor = WeightedKernelSum.apply(  # type: ignore[no-untyped-call]
         x, y, ux, uy, coef, plan.params, plan.kinds, chunk
     )
@@ -249,31 +247,11 @@ def weighted_kernel_sum(
 
 
 SMALL_ROWS = 128
-"""Up to this many pooled rows (a batch of 64 against 64 prior draws, typical in MFM), one
-dense kernel matrix under plain autograd beats the one-pass engine, whose fixed cost of
-about 60 ops dominates there (the unmasked biased case, ``small_biased_mmd``: 1.9x at
-n = 64, 1 thread); at n = 256 the engine is already 1.3-2x faster."""
-
-
-def _small_kernel_sum(
-    x: Tensor, y: Tensor, ux: Tensor, uy: Tensor, coef: Tensor, plan: KernelPlan
-) -> Tensor:
-    """``sum_ij A_ij k(r_ij)`` from the full pooled kernel matrix, sums in float64.
-
-    With P = [[u_x, 0], [0, u_y]] the block sums are M = P^T K P (2 x 2), and the value is
-    ``c_xx M_00 + 2 c_xy M_01 + c_yy M_11``: two matmuls and no slicing of K, whose
-    backward would cost a zero-filled copy per block.
-    """
-    pooled = torch.cat([x, y])
-    norms = (pooled * pooled).sum(-1)
-    r = torch.addmm(norms.unsqueeze(0), pooled, pooled.mT, alpha=-2.0)
-    k = plan.evaluate((r + norms.unsqueeze(1)).clamp_min(0)).double()
-    zx, zy = torch.zeros_like(ux), torch.zeros_like(uy)
-    weights = torch.stack([torch.cat([ux, zy]), torch.cat([zx, uy])], dim=1).double()
-    blocks = weights.mT @ (k @ weights)
-    # [[c_xx, c_xy], [c_xy, c_yy]] without indexing single elements.
-    block_coef = torch.cat([coef[:2], coef[1:]]).view(2, 2)
-    return (block_coef * blocks).sum()
+"""Up to this many pooled rows (a batch of 64 against 64 prior draws, typical in MFM), the
+unmasked biased MMD uses :func:`small_biased_mmd`: one dense kernel matrix under plain
+autograd beats the one-pass engine there, whose fixed cost of about 60 ops dominates
+(1.9x at n = 64, 1 thread); at n = 256 the engine is already 1.3-2x faster. Masked and
+unbiased estimates always use the engine."""
 
 
 def small_biased_mmd(x: Tensor, y: Tensor, plan: KernelPlan) -> Tensor:

@@ -235,8 +235,8 @@ def test_no_nan_gradient_when_points_coincide(kernel: Kernel) -> None:
 
 
 def test_second_derivative_small_batches_match_reference() -> None:
-    # Up to SMALL_ROWS pooled rows the kernel sum runs under plain autograd, so double
-    # backward (e.g. gradient penalties) is exact there.
+    # Up to SMALL_ROWS pooled rows the unmasked biased MMD runs under plain autograd, so
+    # double backward (e.g. gradient penalties) is exact there.
     x, y = sample(5, 5, 2, seed=13)
     x.requires_grad_(True)
     (g,) = torch.autograd.grad(mmd(x, y), x, create_graph=True)
