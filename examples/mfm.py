@@ -73,6 +73,15 @@ class ViewEncoder(nn.Module):
         return out
 
 
+def view_encoders(
+    view_shapes: Mapping[str, ViewShape], output_size: int, *, dropout: float
+) -> nn.ModuleDict:
+    """One :class:`ViewEncoder` per view, keyed (and ordered) by view name."""
+    return nn.ModuleDict(
+        {m: ViewEncoder(view_shapes[m], output_size, dropout=dropout) for m in sorted(view_shapes)}
+    )
+
+
 def encode_views(
     encoders: nn.ModuleDict, views: Mapping[str, Tensor], present: Mapping[str, Tensor] | None
 ) -> dict[str, Tensor]:
@@ -133,9 +142,7 @@ class MFM(nn.Module):
     ) -> None:
         super().__init__()
         names = sorted(view_shapes)
-        self.encoders = nn.ModuleDict(
-            {m: ViewEncoder(view_shapes[m], encoder_size, dropout=dropout) for m in names}
-        )
+        self.encoders = view_encoders(view_shapes, encoder_size, dropout=dropout)
         self.head = FactorizedHead(
             dict.fromkeys(names, encoder_size),
             shared_size=shared_size,
@@ -195,9 +202,7 @@ class Discriminative(nn.Module):
     ) -> None:
         super().__init__()
         names = sorted(view_shapes)
-        self.encoders = nn.ModuleDict(
-            {m: ViewEncoder(view_shapes[m], encoder_size, dropout=dropout) for m in names}
-        )
+        self.encoders = view_encoders(view_shapes, encoder_size, dropout=dropout)
         self.fusion = ConcatFusion(dict.fromkeys(names, encoder_size), shared_size, dropout=dropout)
         self.generator = FactorGenerator(shared_size, factor_size, dropout=dropout)
         self.predictor = Predictor(factor_size, num_classes, dropout=dropout)
