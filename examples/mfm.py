@@ -31,6 +31,7 @@ from factorkit import (
     ModalityDecoders,
     Predictor,
     VectorDecoder,
+    VectorDecoders,
     fill_absent,
     reconstruction_loss,
 )
@@ -152,9 +153,19 @@ class MFM(nn.Module):
         self.generators = FactorGenerators.for_head(
             self.head, factor_size=factor_size, dropout=dropout
         )
-        self.decoders = ModalityDecoders(
-            {m: _decoder(view_shapes[m], factor_size, decoder_hidden) for m in names}
-        )
+        self.decoders: VectorDecoders | ModalityDecoders
+        if all(len(view_shapes[m]) == 1 for m in names):
+            # All-vector data: one grouped module, the hidden layers batched across views.
+            self.decoders = VectorDecoders(
+                {m: view_shapes[m][0] for m in names},
+                private_size=factor_size,
+                shared_size=factor_size,
+                hidden_sizes=[decoder_hidden],
+            )
+        else:
+            self.decoders = ModalityDecoders(
+                {m: _decoder(view_shapes[m], factor_size, decoder_hidden) for m in names}
+            )
         self.predictor = Predictor(factor_size, num_classes, dropout=dropout)
 
     def forward(
@@ -173,7 +184,7 @@ class MFM(nn.Module):
     ) -> Tensor:
         """Class logits only (the decoders are skipped)."""
         latents = self.head(encode_views(self.encoders, views, present), present)
-        return self.predictor(self.generators.generators["shared"](latents.shared))
+        return self.predictor(self.generators.generate("shared", latents.shared))
 
 
 def _decoder(shape: ViewShape, factor_size: int, decoder_hidden: int) -> nn.Module:
@@ -237,7 +248,7 @@ def mfm_objective(
     weights = lambda_x if isinstance(lambda_x, Mapping) else dict.fromkeys(views, lambda_x)
     label = F.cross_entropy(out.logits, labels)
     _, recon = reconstruction_loss(out.reconstructions, views, present, per_modality=True)
-    mmd = {name: prior(z, mask=out.latents.mask(name)) for name, z in out.latents.items()}
+    mmd = prior.per_latent(out.latents)
     total = label + sum(weights[m] * recon[m] for m in recon) + lambda_mmd * sum(mmd.values())
     return {
         "total": total,

@@ -332,7 +332,7 @@ class SentimentMFM(nn.Module):
     ) -> Tensor:
         """Predictions only: the private encoders and decoders are skipped."""
         shared = self.shared_encoder(_zero_absent(x, present), mask=mask)
-        return self.predict_from(self.generators.generators["shared"](shared))
+        return self.predict_from(self.generators.generate("shared", shared))
 
 
 class SentimentDiscriminative(nn.Module):

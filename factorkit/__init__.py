@@ -7,10 +7,11 @@ per modality, each pulled toward its prior with an MMD penalty.
 
 from __future__ import annotations
 
-from factorkit.decoders import ImageDecoder, ModalityDecoders, VectorDecoder
+from factorkit.decoders import ImageDecoder, ModalityDecoders, VectorDecoder, VectorDecoders
 from factorkit.distributed import all_gather_with_grad
 from factorkit.fusion import ConcatFusion
 from factorkit.generators import FactorGenerator, FactorGenerators
+from factorkit.grouped import GroupedLinear, GroupedMLP
 from factorkit.heads import FactorizedHead
 from factorkit.interpret import (
     FactorContributions,
@@ -64,6 +65,8 @@ __all__ = [
     "FactorizedHead",
     "FactorizedLatents",
     "GaussianKernel",
+    "GroupedLinear",
+    "GroupedMLP",
     "ImageDecoder",
     "InverseMultiquadraticKernel",
     "JacobianNorms",
@@ -81,6 +84,7 @@ __all__ = [
     "SurrogateInference",
     "SurrogateLoss",
     "VectorDecoder",
+    "VectorDecoders",
     "__version__",
     "accuracy",
     "accuracy_2",

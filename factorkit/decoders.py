@@ -11,10 +11,11 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from factorkit._layers import mlp
-from factorkit._validation import check_modality_names, check_size
+from factorkit._validation import check_modality_names, check_size, per_modality
+from factorkit.grouped import GroupedMLP
 from factorkit.latents import FactorizedLatents
 
-__all__ = ["ImageDecoder", "ModalityDecoders", "VectorDecoder"]
+__all__ = ["ImageDecoder", "ModalityDecoders", "VectorDecoder", "VectorDecoders"]
 
 
 def _join_factors(private: Tensor, shared: Tensor, private_size: int, shared_size: int) -> Tensor:
@@ -163,3 +164,85 @@ class ModalityDecoders(nn.Module):
             except ValueError as err:
                 raise ValueError(f"modality {m!r}: {err}") from None
         return out
+
+
+class VectorDecoders(nn.Module):
+    """A :class:`VectorDecoder` for every vector modality, run together.
+
+    X_hat_m = MLP_m(concat(F_a_m, F_y)), the same functions as
+    ``ModalityDecoders({m: VectorDecoder(...)})``, held in one
+    :class:`~factorkit.GroupedMLP`: the layers of equal size across modalities (all
+    hidden layers when the widths agree) run as one batched matmul, so the cost stops
+    growing with the number of modalities in kernel launches.
+
+    Args:
+        output_sizes: modality name -> D_m, its feature size.
+        private_size: size of the private factors F_a_m, one for all or per modality.
+        shared_size: size of the shared factor F_y.
+        hidden_sizes: hidden widths of every decoder (default: one layer of
+            ``max(64, D_m)``, as :class:`VectorDecoder`).
+        dropout: dropout after every hidden activation.
+
+    Shapes:
+        factors.shared: (B, Fy), factors.private[m]: (B, Fa_m).
+        Returns: modality name -> X_hat_m, (B, D_m).
+
+    Examples:
+        >>> decs = VectorDecoders({"a": 5, "b": 3}, private_size=4, shared_size=8)
+        >>> private = {"a": torch.randn(2, 4), "b": torch.randn(2, 4)}
+        >>> f = FactorizedLatents(torch.randn(2, 8), private)
+        >>> {m: tuple(x.shape) for m, x in decs(f).items()}
+        {'a': (2, 5), 'b': (2, 3)}
+    """
+
+    def __init__(
+        self,
+        output_sizes: Mapping[str, int],
+        *,
+        private_size: int | Mapping[str, int],
+        shared_size: int,
+        hidden_sizes: Sequence[int] | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.modalities = check_modality_names(output_sizes.keys())
+        self.output_sizes = per_modality(dict(output_sizes), self.modalities, "output_sizes")
+        self.private_sizes = per_modality(private_size, self.modalities, "private_size")
+        self.shared_size = check_size(shared_size, "shared_size")
+        widths = {}
+        for m in self.modalities:
+            hidden = [
+                check_size(w, "hidden size")
+                for w in hidden_sizes or [max(64, self.output_sizes[m])]
+            ]
+            widths[m] = [self.private_sizes[m] + shared_size, *hidden, self.output_sizes[m]]
+        self.mlps = GroupedMLP(widths, dropout=dropout)
+
+    def forward(self, factors: FactorizedLatents) -> dict[str, Tensor]:
+        """Reconstruct every modality from its private and the shared factor."""
+        if factors.modalities != self.modalities:
+            raise ValueError(
+                f"factors have modalities {list(factors.modalities)}, "
+                f"decoders were built for {list(self.modalities)}"
+            )
+        inputs = {}
+        for m in self.modalities:
+            try:
+                inputs[m] = _join_factors(
+                    factors.private[m], factors.shared, self.private_sizes[m], self.shared_size
+                )
+            except ValueError as err:
+                raise ValueError(f"modality {m!r}: {err}") from None
+        out: dict[str, Tensor] = self.mlps(inputs)
+        return out
+
+    def decode(self, name: str, private: Tensor, shared: Tensor) -> Tensor:
+        """Reconstruct one modality alone (what :class:`VectorDecoder` does for one).
+
+        Shapes:
+            private: (B, Fa_m). shared: (B, Fy). Returns: (B, D_m).
+        """
+        if name not in self.output_sizes:
+            raise ValueError(f"no decoder for modality {name!r}; have {list(self.modalities)}")
+        joined = _join_factors(private, shared, self.private_sizes[name], self.shared_size)
+        return self.mlps.forward_one(name, joined)

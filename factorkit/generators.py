@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from factorkit._layers import mlp
 from factorkit._validation import SHARED, check_modality_names, check_size, per_modality
+from factorkit.grouped import GroupedMLP
 from factorkit.heads import FactorizedHead
 from factorkit.latents import FactorizedLatents
 
@@ -62,6 +63,9 @@ class FactorGenerators(nn.Module):
         hidden_size: hidden width of every generator (default: its factor size).
         dropout: dropout of every generator.
 
+    The generators are held in one :class:`~factorkit.GroupedMLP`: latents whose code
+    and factor sizes agree run as one batched MLP (each keeps its own weights).
+
     Shapes:
         latents.shared: (B, Dy), latents.private[m]: (B, Da_m).
         Returns: shared (B, Fy), private[m] (B, Fa_m); the presence mask is passed on.
@@ -87,14 +91,18 @@ class FactorGenerators(nn.Module):
         names = (SHARED, *self.modalities)
         code_sizes = {SHARED: check_size(shared_size, "shared_size")}
         code_sizes.update(per_modality(dict(private_sizes), self.modalities, "private_sizes"))
+        self.code_sizes = code_sizes
         self.factor_sizes = per_modality(factor_size, names, "factor_size")
-        self.generators = nn.ModuleDict(
+        # Latents with equal code and factor sizes (typically every private one) share one
+        # stack of batched layers: the same functions as separate FactorGenerators, with
+        # one matmul per layer instead of one per latent.
+        self.generators = GroupedMLP(
             {
-                n: FactorGenerator(
-                    code_sizes[n], self.factor_sizes[n], hidden_size=hidden_size, dropout=dropout
-                )
+                n: [code_sizes[n], hidden_size or self.factor_sizes[n], self.factor_sizes[n]]
                 for n in names
-            }
+            },
+            dropout=dropout,
+            output_activation=True,
         )
 
     @classmethod
@@ -123,10 +131,21 @@ class FactorGenerators(nn.Module):
                 f"generators were built for {list(self.modalities)}"
             )
         for name, z in latents.items():
-            expected = self.generators[name].input_size
+            expected = self.code_sizes[name]
             if z.dim() != 2 or z.shape[1] != expected:
                 raise ValueError(
                     f"latent {name!r}: expected a code of shape (B, {expected}), "
                     f"got {tuple(z.shape)}"
                 )
-        return latents.map(lambda name, z: self.generators[name](z))
+        factors = self.generators(dict(latents.items()))
+        return FactorizedLatents(
+            factors[SHARED], {m: factors[m] for m in self.modalities}, latents.present
+        )
+
+    def generate(self, name: str, z: Tensor) -> Tensor:
+        """The factor of one latent alone, e.g. ``generate("shared", z_y)`` for prediction.
+
+        Shapes:
+            z: (B, code size of ``name``). Returns: (B, factor size of ``name``).
+        """
+        return self.generators.forward_one(name, z)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from factorkit._validation import check_modality_names, check_size, check_vectors, per_modality
 from factorkit.fusion import ConcatFusion
+from factorkit.grouped import GroupedMLP
 from factorkit.latents import FactorizedLatents
 from factorkit.masks import check_presence, fill_absent
 
@@ -65,8 +66,9 @@ class FactorizedHead(nn.Module):
         self.fusion = fusion or ConcatFusion(
             self.input_sizes, shared_size, hidden_size=hidden_size, dropout=dropout
         )
-        self.private_encoders = nn.ModuleDict(
-            {m: nn.Linear(self.input_sizes[m], self.private_sizes[m]) for m in self.modalities}
+        # One linear map per modality; modalities of equal sizes run as one batched matmul.
+        self.private_encoders = GroupedMLP(
+            {m: [self.input_sizes[m], self.private_sizes[m]] for m in self.modalities}
         )
 
     def forward(
@@ -82,11 +84,11 @@ class FactorizedHead(nn.Module):
                 f"fusion returned shape {tuple(shared.shape)}, "
                 f"expected ({batch}, {self.shared_size})"
             )
-        private = {}
-        for m in self.modalities:
-            x = features[m] if present is None else fill_absent(features[m], present[m])
-            code = self.private_encoders[m](x)
-            private[m] = code if present is None else fill_absent(code, present[m])
+        if present is None:
+            return FactorizedLatents(shared, self.private_encoders(features), None)
+        inputs = {m: fill_absent(features[m], present[m]) for m in self.modalities}
+        codes = self.private_encoders(inputs)
+        private = {m: fill_absent(codes[m], present[m]) for m in self.modalities}
         return FactorizedLatents(shared, private, present)
 
     def extra_repr(self) -> str:

@@ -42,6 +42,7 @@ Each batch's graph is freed before the next batch is read.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeAlias
@@ -50,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from factorkit.decoders import ModalityDecoders
+from factorkit.decoders import ModalityDecoders, VectorDecoders
 from factorkit.latents import FactorizedLatents
 
 __all__ = [
@@ -239,7 +240,7 @@ def _unpack(item: Any) -> tuple[FactorizedLatents, Mapping[str, Tensor]]:
 
 
 def factor_contributions(
-    decoders: ModalityDecoders | Mapping[str, Decoder],
+    decoders: ModalityDecoders | VectorDecoders | Mapping[str, Decoder],
     batches: Iterable[Any],
     *,
     factorize: Callable[[Any], FactorBatch] | None = None,
@@ -252,7 +253,8 @@ def factor_contributions(
     dataset, batch by batch; the definitions are in :mod:`factorkit.interpret`.
 
     Args:
-        decoders: :class:`~factorkit.ModalityDecoders`, or modality name -> a decoder
+        decoders: :class:`~factorkit.ModalityDecoders`, :class:`~factorkit.VectorDecoders`,
+            or modality name -> a decoder
             called as ``decoder(private, shared)``. Put them in eval mode.
         batches: an iterable of :data:`FactorBatch` (factors F = G(Z), optionally with
             step masks), or of anything ``factorize`` accepts (e.g. a DataLoader).
@@ -283,11 +285,13 @@ def factor_contributions(
         With a trained model: ``factor_contributions(decoders.eval(), loader,
         factorize=lambda x: generators(head(encode(x))))``.
     """
-    table: dict[str, Decoder] = (
-        {m: decoders.decoders[m] for m in decoders.modalities}
-        if isinstance(decoders, ModalityDecoders)
-        else dict(decoders)
-    )
+    table: dict[str, Decoder]
+    if isinstance(decoders, ModalityDecoders):
+        table = {m: decoders.decoders[m] for m in decoders.modalities}
+    elif isinstance(decoders, VectorDecoders):
+        table = {m: functools.partial(decoders.decode, m) for m in decoders.modalities}
+    else:
+        table = dict(decoders)
     names = sorted(table)
     if not names:
         raise ValueError("at least one decoder is required")

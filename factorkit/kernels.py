@@ -67,10 +67,15 @@ class KernelPlan(NamedTuple):
         return value, slope
 
     def evaluate(self, r: Tensor) -> Tensor:
-        """Dense, out-of-place kernel values for squared distances ``r`` (any shape)."""
+        """Dense, out-of-place kernel values for squared distances ``r``.
+
+        With ``params`` of shape (S,), ``r`` may have any shape; with a batch of plans,
+        ``params`` (G, S), ``r`` is (G, ...) and plan g applies to ``r[g]``.
+        """
         out = torch.zeros_like(r)
         for i, kind in enumerate(self.kinds):
-            p = self.params[i]
+            p = self.params[..., i]
+            p = p.reshape(p.shape + (1,) * (r.dim() - p.dim()))
             out = out + (torch.exp(-r / p) if kind == "gaussian" else p / (p + r))
         return out
 

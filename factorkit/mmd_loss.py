@@ -22,17 +22,20 @@ Cost (N = rows of x plus rows of y, D features):
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal, TypeAlias
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
-from factorkit._mmd_engine import SMALL_ROWS, small_biased_mmd, weighted_kernel_sum
+from factorkit._mmd_engine import SMALL_ROWS, small_kernel_quadratic, weighted_kernel_sum
 from factorkit.distributed import all_gather_with_grad
 from factorkit.kernels import GaussianKernel, Kernel, KernelPlan
+from factorkit.latents import FactorizedLatents
 
 __all__ = ["MMDPriorLoss", "PriorSampler", "gaussian_prior_mmd", "mmd"]
 
@@ -124,10 +127,12 @@ def mmd(
         xs, ux = _prepare(x, x_mask, "x", dtype, check_finite)
         ys, uy = _prepare(y, y_mask, "y", dtype, check_finite)
         plan = (kernel or GaussianKernel()).plan(xs, ys, ux, uy)
-        unmasked = x_mask is None and y_mask is None
-        if unmasked and estimator == "biased" and mode == "dense" and _small(xs, ys):
-            return small_biased_mmd(xs, ys, plan).to(dtype)
         coef, diag, ok = _coefficients(ux, uy, estimator)
+        if estimator == "biased" and mode == "dense" and _small(xs.shape[0] + ys.shape[0]):
+            a = torch.cat([_mean_weights(ux), -_mean_weights(uy)]).unsqueeze(0)
+            batched = KernelPlan(plan.kinds, plan.params.unsqueeze(0))
+            value = small_kernel_quadratic(torch.cat([xs, ys]).unsqueeze(0), a, batched)[0]
+            return torch.where(ok, value, torch.zeros_like(value)).to(dtype)
         if mode == "rff":
             value = _rff_kernel_sum(xs, ys, ux, uy, plan, features, generator, coef)
         else:
@@ -201,9 +206,14 @@ def gaussian_prior_mmd(
         mu, var = _prior_moments(loc, scale, zs)
         empty, none = zs[:0], uz[:0]
         coef, diag, ok = _coefficients(uz, none, estimator, single=True)
-        chunk = (chunk_size, chunk_size) if mode == "chunked" else None
-        zz = weighted_kernel_sum(zs, empty, uz, none, coef, plan, chunk)
-        zz = zz - plan.value_at_zero() * diag
+        if estimator == "biased" and mode == "dense" and _small(zs.shape[0]):
+            batched = KernelPlan(plan.kinds, plan.params.unsqueeze(0))
+            a = _mean_weights(uz).unsqueeze(0)
+            zz = small_kernel_quadratic(zs.unsqueeze(0), a, batched)[0]
+        else:
+            chunk = (chunk_size, chunk_size) if mode == "chunked" else None
+            zz = weighted_kernel_sum(zs, empty, uz, none, coef, plan, chunk)
+            zz = zz - plan.value_at_zero() * diag
         value = zz + _analytic_prior_terms(zs, uz, mu, var, plan)
         return torch.where(ok, value, torch.zeros_like(value)).to(dtype)
 
@@ -211,16 +221,21 @@ def gaussian_prior_mmd(
 def _analytic_prior_terms(
     z: Tensor, u: Tensor, mu: Tensor, var: Tensor, plan: KernelPlan
 ) -> Tensor:
-    """``-2 mean_i E_p k(z_i, p) + E k(p, p')`` in float64, summed over Gaussian scales."""
+    """``-2 mean_i E_p k(z_i, p) + E k(p, p')`` in float64, summed over Gaussian scales.
+
+    Shapes:
+        z: (..., B, D), u: (..., B), plan.params: (..., S), mu, var: (D,) or (..., 1, D).
+        Returns: (...).
+    """
     zd, ud = z.double(), u.double()
-    h = plan.params.double().unsqueeze(1)  # (S, 1)
-    var2 = h + 2.0 * var.double()  # (S, D)
-    log_c2 = 0.5 * torch.log(h / var2).sum(1)  # (S,)
-    log_c4 = 0.5 * torch.log(h / (h + 4.0 * var.double())).sum(1)
-    dev = (zd - mu.double()).square()  # (B, D)
-    cross = torch.exp(log_c2 - dev @ (1.0 / var2).T).sum(1)  # (B,)
-    mean_cross = (ud @ cross) / ud.sum().clamp_min(1.0)
-    return -2.0 * mean_cross + torch.exp(log_c4).sum()
+    h = plan.params.double().unsqueeze(-1)  # (..., S, 1)
+    var2 = h + 2.0 * var.double()  # (..., S, D)
+    log_c2 = 0.5 * torch.log(h / var2).sum(-1)  # (..., S)
+    log_c4 = 0.5 * torch.log(h / (h + 4.0 * var.double())).sum(-1)
+    dev = (zd - mu.double()).square()  # (..., B, D)
+    cross = torch.exp(log_c2.unsqueeze(-2) - dev @ (1.0 / var2).mT).sum(-1)  # (..., B)
+    mean_cross = (ud * cross).sum(-1) / ud.sum(-1).clamp_min(1.0)
+    return -2.0 * mean_cross + torch.exp(log_c4).sum(-1)
 
 
 def _prior_moments(loc: Tensor | float, scale: Tensor | float, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -462,6 +477,115 @@ class MMDPriorLoss(nn.Module):
             generator=self.generator,
         )
 
+    def per_latent(self, latents: FactorizedLatents) -> dict[str, Tensor]:
+        """The loss of every latent, keyed by name: ``"shared"``, then each modality.
+
+        Equal to ``{name: self(z, mask=latents.mask(name)) for name, z in
+        latents.items()}``, prior draws included (they are made in that order). With a
+        biased estimator (``"biased"`` or ``"analytic"``) in dense mode and small batches
+        (at most 128 pooled rows), codes of one shape, typically every private code, are
+        computed together as one batched kernel matrix instead of one per latent.
+
+        Args:
+            latents: the codes, with their presence masks.
+
+        Returns:
+            latent name -> 0-dim loss.
+
+        Shapes:
+            latents.shared: (B, Dy), latents.private[m]: (B, Da_m) -> () each.
+        """
+        codes = dict(latents.items())
+        groups: dict[tuple[object, ...], list[str]] = {}
+        for name, z in codes.items():
+            if self._batches(z):
+                groups.setdefault((z.shape[0], z.dtype, z.device), []).append(name)
+        batched = [names for names in groups.values() if len(names) > 1]
+        in_batch = {name for names in batched for name in names}
+        out: dict[str, Tensor] = {}
+        draws: dict[str, Tensor] = {}
+        # Latent order is kept for the prior draws, so the result equals one call each.
+        for name, z in codes.items():
+            if name not in in_batch:
+                out[name] = self(z, mask=latents.mask(name))
+            elif self._analytic is None:
+                draws[name] = self.sample_prior(self.num_samples or z.shape[0], z.shape[1], z)
+        for names in batched:
+            out.update(self._batched(names, codes, latents, draws))
+        return {name: out[name] for name in codes}
+
+    def _batches(self, z: Tensor) -> bool:
+        """Whether a code like ``z`` can join the batched small-sample path."""
+        if self.mode != "dense" or self.gather or self.estimator not in ("biased", "analytic"):
+            return False
+        if z.dim() != 2 or z.shape[0] < 1 or z.shape[1] < 1 or not z.is_floating_point():
+            return False
+        prior_rows = 0 if self._analytic is not None else self.num_samples or z.shape[0]
+        return _small(z.shape[0] + prior_rows)
+
+    def _batched(
+        self,
+        names: list[str],
+        codes: Mapping[str, Tensor],
+        latents: FactorizedLatents,
+        draws: Mapping[str, Tensor],
+    ) -> dict[str, Tensor]:
+        """Losses of codes with one batch size from one batched kernel matrix.
+
+        Codes of different sizes are zero-padded to the largest: padding adds nothing to
+        any distance, and the bandwidth rule and prior terms use each code's own size.
+        """
+        names = sorted(names, key=lambda n: codes[n].shape[1])
+        sizes = [codes[n].shape[1] for n in names]
+        wide = any(codes[n].dtype == torch.float64 for n in names)
+        dtype = torch.float64 if wide else torch.float32
+        device = codes[names[0]].device
+        with torch.autocast(device.type, enabled=False):
+            z = _stack_padded([codes[n].to(dtype) for n in names])
+            ones = torch.ones(z.shape[1], dtype=dtype, device=device)
+            masks = [latents.mask(n) for n in names]
+            u = torch.stack([ones if m is None else m.to(dtype) for m in masks])
+            # Absent rows may hold anything (even NaN): they must not reach the sums.
+            z = torch.where(u.unsqueeze(-1) > 0, z, torch.zeros_like(z))
+            if (
+                self.check_finite
+                and not torch.compiler.is_compiling()
+                and not bool(z.isfinite().all())
+            ):
+                g, row = (~z.isfinite().all(-1)).nonzero()[0].tolist()
+                raise ValueError(
+                    f"latent {names[g]!r} has non-finite values (row {row}), "
+                    f"shape {tuple(codes[names[g]].shape)}"
+                )
+            members = [z[g, :, :d] for g, d in enumerate(sizes)]
+            if self._analytic is not None:
+                plans = [
+                    self.kernel.plan(zg, None, ug, None) for zg, ug in zip(members, u, strict=True)
+                ]
+                if any(kind != "gaussian" for kind in plans[0].kinds):
+                    raise ValueError(
+                        f"the analytic prior terms need a Gaussian kernel, got {self.kernel!r}"
+                    )
+                plan = KernelPlan(plans[0].kinds, torch.stack([q.params for q in plans]))
+                # Padded features get a point mass at 0, which leaves the terms unchanged.
+                moments = [_prior_moments(*self._analytic, zg) for zg in members]
+                mu = _stack_padded([m.unsqueeze(0) for m, _ in moments])
+                var = _stack_padded([v.unsqueeze(0) for _, v in moments])
+                value = small_kernel_quadratic(z, _mean_weights(u), plan)
+                value = value + _analytic_prior_terms(z, u, mu, var, plan)
+            else:
+                p = _stack_padded([draws[n] for n in names])
+                up = torch.ones_like(p[..., 0])
+                plans = [
+                    self.kernel.plan(zg, p[g, :, : zg.shape[1]], u[g], up[g])
+                    for g, zg in enumerate(members)
+                ]
+                plan = KernelPlan(plans[0].kinds, torch.stack([q.params for q in plans]))
+                a = torch.cat([_mean_weights(u), -_mean_weights(up)], dim=1)
+                value = small_kernel_quadratic(torch.cat([z, p], dim=1), a, plan)
+            value = torch.where(u.sum(-1) >= 1, value, torch.zeros_like(value)).to(dtype)
+        return dict(zip(names, value.unbind(0), strict=True))
+
     def sample_prior(self, n: int, d: int, like: Tensor) -> Tensor:
         """Draw an (n, d) prior sample on ``like``'s device, in the compute dtype."""
         dtype = _compute_dtype(like, like)
@@ -481,8 +605,28 @@ class MMDPriorLoss(nn.Module):
         return f"kernel={self.kernel!r}, estimator={self.estimator!r}, mode={self.mode!r}"
 
 
-def _small(x: Tensor, y: Tensor) -> bool:
-    return x.shape[0] > 0 and y.shape[0] > 0 and x.shape[0] + y.shape[0] <= SMALL_ROWS
+def _small(rows: int) -> bool:
+    return rows <= SMALL_ROWS
+
+
+def _stack_padded(tensors: list[Tensor]) -> Tensor:
+    """Stack (B, D_g) tensors, sorted by D_g, into (G, B, max D_g) with zero features added.
+
+    Tensors of one size are stacked first and padded once, so the cost is a few ops per
+    distinct size, not per tensor.
+    """
+    width = tensors[-1].shape[-1]
+    parts = []
+    for _, same in itertools.groupby(tensors, key=lambda t: t.shape[-1]):
+        block = torch.stack(list(same))
+        parts.append(F.pad(block, (0, width - block.shape[-1])))
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def _mean_weights(u: Tensor) -> Tensor:
+    """Presence weights normalised to sum 1 (all zero when nothing is present), float64."""
+    ud = u.double()
+    return ud / ud.sum(-1, keepdim=True).clamp_min(1.0)
 
 
 def _gather(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:

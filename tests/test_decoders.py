@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from factorkit import FactorizedLatents, ImageDecoder, ModalityDecoders, VectorDecoder
+from factorkit import (
+    FactorizedLatents,
+    ImageDecoder,
+    ModalityDecoders,
+    VectorDecoder,
+    VectorDecoders,
+    factor_contributions,
+)
 
 
 def test_vector_decoder_matches_manual_mlp() -> None:
@@ -57,3 +64,39 @@ def test_decoder_errors_name_modality_and_shapes() -> None:
         decs(FactorizedLatents(torch.randn(2, 3), {"pix": torch.randn(2, 1)}))
     with pytest.raises(ValueError, match="output_shape must be"):
         ImageDecoder(1, 1, (4, 4))  # type: ignore[arg-type]
+
+
+def test_vector_decoders_equal_one_vector_decoder_per_modality() -> None:
+    sizes = {"fac": 7, "fou": 5, "mor": 2}
+    grouped = VectorDecoders(sizes, private_size=3, shared_size=4, hidden_sizes=[6]).double()
+    single = {m: VectorDecoder(3, 4, d, hidden_sizes=[6]).double() for m, d in sizes.items()}
+    with torch.no_grad():
+        for m, dec in single.items():
+            for linear, (weight, bias) in zip(
+                (dec.net[0], dec.net[3]), grouped.mlps.layers_of(m), strict=True
+            ):
+                linear.weight.copy_(weight.T)
+                linear.bias.copy_(bias)
+    # Every hidden layer is shared across modalities; the output layers differ in size.
+    assert grouped.mlps.groups[0] == [("fac", "fou", "mor")]
+    private = {m: torch.randn(9, 3, dtype=torch.float64) for m in sizes}
+    f = FactorizedLatents(torch.randn(9, 4, dtype=torch.float64), private)
+    out = grouped(f)
+    for m, dec in single.items():
+        torch.testing.assert_close(out[m], dec(f.private[m], f.shared), rtol=1e-12, atol=1e-12)
+        alone = grouped.decode(m, f.private[m], f.shared)
+        torch.testing.assert_close(alone, out[m], rtol=1e-12, atol=1e-12)
+    # Interpretation sees the same decoders either way.
+    from_grouped = factor_contributions(grouped, [f])
+    from_single = factor_contributions(single, [f])  # type: ignore[arg-type]
+    for m in sizes:
+        torch.testing.assert_close(from_grouped.share[m], from_single.share[m])
+
+
+def test_vector_decoders_reject_bad_factors_by_modality() -> None:
+    decs = VectorDecoders({"a": 5, "b": 3}, private_size=2, shared_size=4)
+    good = {"a": torch.randn(3, 2), "b": torch.randn(3, 2)}
+    with pytest.raises(ValueError, match=r"modality 'b': expected a private factor of shape"):
+        decs(FactorizedLatents(torch.randn(3, 4), {**good, "b": torch.randn(3, 5)}))
+    with pytest.raises(ValueError, match=r"factors have modalities \['a'\]"):
+        decs(FactorizedLatents(torch.randn(3, 4), {"a": good["a"]}))

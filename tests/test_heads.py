@@ -16,8 +16,8 @@ def test_codes_match_a_naive_recomputation() -> None:
     x = features()
     z = head(x)
     for m in SIZES:
-        lin = head.private_encoders[m]
-        torch.testing.assert_close(z.private[m], x[m] @ lin.weight.T + lin.bias)
+        ((weight, bias),) = head.private_encoders.layers_of(m)
+        torch.testing.assert_close(z.private[m], x[m] @ weight + bias)
     mlp = head.fusion.mlp
     concat = torch.cat([x["audio"], x["text"], x["video"], torch.ones(7, 3)], dim=1)
     hidden = torch.relu(concat @ mlp[0].weight.T + mlp[0].bias)

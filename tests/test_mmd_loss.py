@@ -234,19 +234,6 @@ def test_no_nan_gradient_when_points_coincide(kernel: Kernel) -> None:
         assert torch.isfinite(g).all()
 
 
-def test_second_derivative_small_batches_match_reference() -> None:
-    # Up to SMALL_ROWS pooled rows the unmasked biased MMD runs under plain autograd, so
-    # double backward (e.g. gradient penalties) is exact there.
-    x, y = sample(5, 5, 2, seed=13)
-    x.requires_grad_(True)
-    (g,) = torch.autograd.grad(mmd(x, y), x, create_graph=True)
-    (h,) = torch.autograd.grad(g.square().sum(), x)
-    xr = x.detach().clone().requires_grad_(True)
-    (gr,) = torch.autograd.grad(ref_mmd(xr, y), xr, create_graph=True)
-    (hr,) = torch.autograd.grad(gr.square().sum(), xr)
-    torch.testing.assert_close(h, hr, rtol=1e-6, atol=1e-12)
-
-
 @pytest.mark.parametrize("estimator", ["biased", "unbiased"])
 def test_one_pass_engine_above_the_small_path_matches_reference(estimator: str) -> None:
     # Above SMALL_ROWS pooled rows the dense mode runs the one-pass engine instead.
@@ -261,8 +248,11 @@ def test_one_pass_engine_above_the_small_path_matches_reference(estimator: str) 
     torch.testing.assert_close(g, gr, rtol=1e-7, atol=1e-12)
 
 
-def test_second_derivative_is_refused_not_wrong_for_large_batches() -> None:
-    x, y = sample(SMALL_ROWS // 2 + 1, SMALL_ROWS // 2, 2, seed=13)
+@pytest.mark.parametrize("rows", [5, SMALL_ROWS // 2 + 1])
+def test_second_derivative_is_refused_not_wrong(rows: int) -> None:
+    # Both dense paths (small batches and the one-pass engine) compute a closed-form
+    # gradient, so double backward must fail loudly rather than return a wrong value.
+    x, y = sample(rows, SMALL_ROWS // 2, 2, seed=13)
     x.requires_grad_(True)
     (g,) = torch.autograd.grad(mmd(x, y), x, create_graph=True)
     with pytest.raises(RuntimeError):
@@ -595,3 +585,95 @@ def test_module_state_dict_round_trip_and_exports() -> None:
     for name in ("mmd", "MMDPriorLoss", "gaussian_prior_mmd", "GaussianKernel"):
         assert name in factorkit.__all__
     assert "kernel=GaussianKernel" in repr(loss)
+
+
+# --- MMDPriorLoss.per_latent: every latent of a model at once -------------------------------
+
+
+def latents_for_test(batch: int, dtype: torch.dtype = torch.float64) -> factorkit.FactorizedLatents:
+    g = torch.Generator().manual_seed(5)
+    private = {
+        "a": torch.randn(batch, 3, generator=g, dtype=dtype),
+        "b": torch.randn(batch, 3, generator=g, dtype=dtype) + 0.5,
+        "c": torch.randn(batch, 2, generator=g, dtype=dtype),
+    }
+    present = {
+        "a": torch.ones(batch, dtype=torch.bool),
+        "b": torch.arange(batch) % 3 != 0,
+        "c": torch.arange(batch) % 2 == 0,
+    }
+    # Absent rows may hold anything: NaN must not reach values or gradients.
+    private["b"][~present["b"]] = float("nan")
+    shared = torch.randn(batch, 5, generator=g, dtype=dtype) * 1.5
+    return factorkit.FactorizedLatents(shared, private, present)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "kernel"),
+    [
+        (estimator, kernel)
+        for estimator in ("biased", "unbiased", "analytic", "analytic-unbiased")
+        for kernel in ("mfm", "median", "imq")
+        # The analytic estimators need a Gaussian kernel.
+        if not (kernel == "imq" and estimator.startswith("analytic"))
+    ],
+)
+@pytest.mark.parametrize("batch", [12, SMALL_ROWS])
+def test_per_latent_equals_one_call_per_latent(estimator: str, kernel: str, batch: int) -> None:
+    # batch 12 takes the batched path; at SMALL_ROWS only the analytic estimators do.
+    kernels = {
+        "mfm": GaussianKernel(),
+        "median": GaussianKernel(rule="median"),
+        "imq": InverseMultiquadraticKernel(),
+    }
+    latents = latents_for_test(batch)
+    codes = {name: z.clone().requires_grad_(True) for name, z in latents.items()}
+    leaves = factorkit.FactorizedLatents(
+        codes["shared"], {m: codes[m] for m in "abc"}, latents.present
+    )
+
+    def make() -> MMDPriorLoss:
+        gen = torch.Generator().manual_seed(11)
+        return MMDPriorLoss(kernels[kernel], estimator=estimator, generator=gen)  # type: ignore[arg-type]
+
+    got = make().per_latent(leaves)
+    loss = make()
+    expected = {name: loss(z, mask=leaves.mask(name)) for name, z in leaves.items()}
+    assert list(got) == ["shared", "a", "b", "c"]
+    for name in got:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-9, atol=1e-12)
+    grads = torch.autograd.grad(sum(got.values()), [*codes.values()])
+    ref = torch.autograd.grad(sum(expected.values()), [*codes.values()])
+    for g, r in zip(grads, ref, strict=True):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, r, rtol=1e-7, atol=1e-12)
+
+
+def test_per_latent_matches_the_float64_reference_in_float32() -> None:
+    latents = latents_for_test(64, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(3)
+    got = MMDPriorLoss(estimator="analytic", generator=gen).per_latent(latents)
+    for name, z in latents.items():
+        mask = latents.mask(name)
+        z64 = z.double() if mask is None else z.double()[mask]
+        expected = gaussian_prior_mmd(z64)
+        assert got[name].dtype == torch.float32
+        torch.testing.assert_close(got[name].double(), expected, rtol=1e-5, atol=1e-8)
+
+
+def test_per_latent_names_the_latent_with_non_finite_values() -> None:
+    latents = latents_for_test(16)
+    latents.private["c"][0, 1] = float("inf")  # row 0 of "c" is present
+    with pytest.raises(ValueError, match=r"latent 'c' has non-finite values \(row 0\)"):
+        MMDPriorLoss().per_latent(latents)
+
+
+def test_per_latent_gives_zero_for_a_latent_present_nowhere() -> None:
+    latents = latents_for_test(16)
+    assert latents.present is not None
+    latents.present["a"] = torch.zeros(16, dtype=torch.bool)
+    a = latents.private["a"].requires_grad_(True)
+    out = MMDPriorLoss().per_latent(latents)
+    assert out["a"].item() == 0.0
+    (g,) = torch.autograd.grad(sum(out.values()), a)
+    assert torch.equal(g, torch.zeros_like(g))
