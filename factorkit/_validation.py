@@ -111,6 +111,46 @@ def check_vectors(
     return batch
 
 
+def check_finite(
+    groups: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor] | None
+) -> None:
+    """Raise if a present row of any tensor holds NaN or inf; one host sync for all.
+
+    Rows where a modality is absent are not inspected (they may hold anything). Skipped
+    under :func:`torch.compile`, which cannot read values on the host.
+
+    Args:
+        groups: a label naming the role (e.g. ``"target"``) -> modality name -> tensor.
+        present: modality name -> which rows to inspect, or ``None`` for all.
+
+    Raises:
+        ValueError: naming every modality and role with non-finite present values, the
+            count of those values and the tensor's shape.
+
+    Shapes:
+        groups[label][m]: (B, ...). present[m]: (B,) bool.
+    """
+    if torch.compiler.is_compiling():
+        return
+    where, counts = [], []
+    for label, tensors in groups.items():
+        for name in sorted(tensors):
+            bad = ~tensors[name].isfinite()
+            if present is not None:
+                bad = bad & present[name].reshape(present[name].shape + (1,) * (bad.dim() - 1))
+            where.append((name, label, tuple(bad.shape)))
+            counts.append(bad.sum())
+    found = torch.stack(counts).tolist()
+    errors = [
+        f"modality {name!r}: {count} non-finite value{'s' if count > 1 else ''} in the "
+        f"present rows of the {label} (shape {shape})"
+        for (name, label, shape), count in zip(where, found, strict=True)
+        if count
+    ]
+    if errors:
+        raise ValueError("; ".join(errors))
+
+
 def check_size(value: int, what: str) -> int:
     """Check a positive layer size."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
