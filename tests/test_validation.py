@@ -53,7 +53,7 @@ def test_modalities_of_different_dtypes_name_the_odd_one() -> None:
     with pytest.raises(
         ValueError,
         match=r"modality 'video': features of dtype torch.float64 and shape \(4, 2\), "
-        r"expected torch.float32 \(the dtype of (modality 'audio'|ConcatFusion's parameters)\)",
+        r"expected torch.float32 \(the dtype of (modality 'audio'|FactorizedHead's parameters)\)",
     ):
         head(features(video=torch.float64))
     with pytest.raises(ValueError, match=r"expected torch.float64 \(the dtype of modality 'audio'"):
@@ -102,3 +102,30 @@ def test_autocast_accepts_float32_and_bfloat16_features_but_not_float64() -> Non
     # Outside autocast a bfloat16 modality is a mismatch again.
     with pytest.raises(ValueError, match=r"modality 'video': features of dtype torch.bfloat16"):
         head(features(video=torch.bfloat16))
+
+
+class SumFusion(torch.nn.Module):
+    """A user fusion that checks nothing: the head's own check must name the dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(1, 4)
+
+    def forward(
+        self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        total = sum(x.sum(1, keepdim=True) for x in features.values())
+        assert isinstance(total, torch.Tensor)
+        out: torch.Tensor = self.proj(total)
+        return out
+
+
+def test_the_head_checks_its_own_parameters_dtype_with_any_fusion() -> None:
+    head = FactorizedHead(SIZES, shared_size=4, private_size=2, fusion=SumFusion())
+    assert head(features()).shared.shape == (4, 4)
+    with pytest.raises(
+        ValueError,
+        match=r"modality 'audio': features of dtype torch.float64 and shape \(4, 3\), "
+        r"expected torch.float32 \(the dtype of FactorizedHead's parameters\)",
+    ):
+        head(features(torch.float64))
