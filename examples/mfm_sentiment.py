@@ -37,12 +37,10 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -56,7 +54,7 @@ from examples.sentiment_data import (
     load_mfn_h5,
     load_multibench_pickle,
 )
-from examples.training import autocast, resolve_device
+from examples.training import FitResult, autocast, fit, resolve_device
 from factorkit import (
     FactorContributions,
     FactorGenerator,
@@ -91,7 +89,7 @@ __all__ = [
     "SentimentOutput",
     "SequenceSurrogate",
     "contributions_over_time",
-    "fit",
+    "keep_at_random",
     "main",
     "mfm_objective",
     "pooled_share",
@@ -468,16 +466,25 @@ def mfm_objective(
     }
 
 
-def simulate_missing(
-    present: Mapping[str, Tensor], generator: torch.Generator | None = None
+def keep_at_random(
+    names: Collection[str], batch_size: int, generator: torch.Generator | None = None
 ) -> dict[str, Tensor]:
-    """Remove each present modality with probability 1/2, keeping at least one per sample."""
-    names = sorted(present)
-    first = present[names[0]]
-    draw = torch.rand(len(names), first.shape[0], generator=generator).to(first.device) < 0.5
-    kept = {m: present[m] & draw[i] for i, m in enumerate(names)}
+    """Keep each modality of each sample with probability 1/2 (on the CPU, sorted names)."""
+    draw = torch.rand(len(names), batch_size, generator=generator) < 0.5
+    return {m: draw[i] for i, m in enumerate(sorted(names))}
+
+
+def simulate_missing(
+    present: Mapping[str, Tensor], keep: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """The present modalities that ``keep`` keeps; a sample left with none keeps them all.
+
+    With ``keep`` from :func:`keep_at_random`: each present modality removed with
+    probability 1/2, at least one kept per sample.
+    """
+    kept = {m: present[m] & keep[m] for m in sorted(present)}
     nothing = ~torch.stack(list(kept.values())).any(0)
-    return {m: torch.where(nothing, present[m], kept[m]) for m in names}
+    return {m: torch.where(nothing, present[m], kept[m]) for m in kept}
 
 
 def surrogate_objective(
@@ -579,92 +586,6 @@ def pooled_share(contributions: FactorContributions) -> dict[str, float]:
 # ---------------------------------------------------------------- training
 
 
-@dataclass
-class FitResult:
-    """Outcome of :func:`fit`.
-
-    Attributes:
-        best_epoch: epoch (1-based) of the lowest validation loss; its weights are loaded.
-        best_loss: that validation loss.
-        history: per epoch, the mean of every training term and ``"val_loss"``.
-        seconds: wall time; epoch_seconds: mean time of one training epoch.
-    """
-
-    best_epoch: int
-    best_loss: float
-    history: list[dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0
-    epoch_seconds: float = 0.0
-
-
-def fit(
-    module: nn.Module,
-    loss_fn: Callable[[Batch, torch.Generator], dict[str, Tensor]],
-    train: Batch,
-    val_loss: Callable[[], Tensor],
-    *,
-    epochs: int = 50,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    patience: int = 10,
-    seed: int = 0,
-    compile: bool = False,
-) -> FitResult:
-    """Train ``module`` with Adam; keep the weights of the lowest validation loss.
-
-    Args:
-        module: the trained network (set to train mode for steps, eval for validation).
-        loss_fn: ``(batch, generator) -> {"total": ..., term: ...}``.
-        train: the training data; shuffled mini-batches, the last partial one kept.
-        val_loss: the validation criterion, computed in eval mode (lower is better).
-        epochs: maximum number of epochs.
-        batch_size: samples per step.
-        lr: Adam learning rate (the MFM reference: 1e-3).
-        patience: stop after this many epochs without a lower validation loss.
-        seed: seeds the batch order, the simulated masks and the model's dropout.
-        compile: run ``loss_fn`` under ``torch.compile``.
-    """
-    device = train.labels.device
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr)
-    # Static shapes: the last, smaller batch gets its own graph instead of a dynamic-shape
-    # one (two graphs at most, and no symbolic sizes reaching the prior's sampler).
-    step = torch.compile(loss_fn, dynamic=False) if compile else loss_fn
-    result = FitResult(best_epoch=0, best_loss=math.inf)
-    best_state = copy.deepcopy(module.state_dict())
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        module.train()
-        sums: dict[str, Tensor] = {}
-        order = torch.randperm(len(train), generator=generator).to(device)
-        batches = order.split(batch_size)
-        for index in batches:
-            with autocast(device):
-                terms = step(train.take(index), generator)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
-            # Summed on the device: one host sync per epoch, not one per step and term.
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().float()
-        module.eval()
-        with torch.no_grad(), autocast(device):
-            loss = float(val_loss())
-        result.history.append({**{k: float(v) / len(batches) for k, v in sums.items()}})
-        result.history[-1]["val_loss"] = loss
-        if loss < result.best_loss:
-            result.best_epoch, result.best_loss = epoch, loss
-            best_state = copy.deepcopy(module.state_dict())
-        if epoch - result.best_epoch >= patience:
-            break
-    module.load_state_dict(best_state)
-    module.eval()
-    result.seconds = time.perf_counter() - start
-    result.epoch_seconds = result.seconds / len(result.history)
-    return result
-
-
 # ---------------------------------------------------------------- metrics
 
 
@@ -753,26 +674,35 @@ class Settings:
     def fit(
         self,
         module: nn.Module,
-        loss_fn: Callable[[Batch, torch.Generator], dict[str, Tensor]],
+        loss_fn: Callable[[nn.Module, Batch, dict[str, Tensor] | None], dict[str, Tensor]],
         train: Batch,
         val_loss: Callable[[], Tensor],
         *,
         seed: int,
         epochs: int | None = None,
         compile: bool | None = None,
+        train_presence: Callable[[int, torch.Generator], dict[str, Tensor]] | None = None,
     ) -> FitResult:
-        """:func:`fit` with these settings; ``epochs`` and ``compile`` override them."""
+        """:func:`examples.training.fit` with these settings: Adam (no weight decay), a
+        constant learning rate, every sample each epoch (the last batch may be smaller),
+        the weights of the lowest ``val_loss``; ``epochs`` and ``compile`` override the
+        settings."""
         return fit(
             module,
             loss_fn,
             train,
-            val_loss,
+            None,
+            validate=val_loss,
             epochs=self.epochs if epochs is None else epochs,
             patience=self.patience,
             batch_size=self.batch_size,
             lr=self.lr,
+            weight_decay=0.0,
+            lr_patience=None,
+            drop_last=False,
             seed=seed,
             compile=self.compile if compile is None else compile,
+            train_presence=train_presence,
         )
 
 
@@ -798,8 +728,8 @@ def run_seed(
     # finiteness check would cost a host sync per latent and step.
     prior = MMDPriorLoss(check_finite=False)
 
-    def mfm_step(batch: Batch, _: torch.Generator) -> dict[str, Tensor]:
-        out = mfm(batch.x, batch.mask, batch.present)
+    def mfm_step(model: nn.Module, batch: Batch, _: object) -> dict[str, Tensor]:
+        out = model(batch.x, batch.mask, batch.present)
         return mfm_objective(
             out, batch, lambda_x=settings.lambda_x, lambda_mmd=settings.lambda_mmd, prior=prior
         )
@@ -808,7 +738,7 @@ def run_seed(
         return label_loss(mfm.predict(valid.x, valid.mask, valid.present), valid.labels)
 
     mfm_fit = settings.fit(mfm, mfm_step, train, mfm_val, seed=seed)
-    log(f"  mfm: best epoch {mfm_fit.best_epoch}, {mfm_fit.epoch_seconds:.2f} s/epoch")
+    log(f"  mfm: best epoch {mfm_fit.best_epoch}, {_epoch_seconds(mfm_fit):.2f} s/epoch")
     contributions = contributions_over_time(mfm, test)
 
     torch.manual_seed(seed)
@@ -816,15 +746,18 @@ def run_seed(
         sizes, output_size, label_offset=offset, hidden_size=hidden, dropout=dropout
     ).to(device)
 
-    def disc_step(batch: Batch, _: torch.Generator) -> dict[str, Tensor]:
-        loss = label_loss(disc(batch.x, batch.mask, batch.present), batch.labels)
+    def disc_step(model: nn.Module, batch: Batch, _: object) -> dict[str, Tensor]:
+        loss = label_loss(model(batch.x, batch.mask, batch.present), batch.labels)
         return {"total": loss, "label": loss}
 
     def disc_val() -> Tensor:
         return label_loss(disc(valid.x, valid.mask, valid.present), valid.labels)
 
     disc_fit = settings.fit(disc, disc_step, train, disc_val, seed=seed)
-    log(f"  discriminative: best epoch {disc_fit.best_epoch}, {disc_fit.epoch_seconds:.2f} s/epoch")
+    log(
+        f"  discriminative: best epoch {disc_fit.best_epoch}, "
+        f"{_epoch_seconds(disc_fit):.2f} s/epoch"
+    )
 
     result: dict[str, Any] = {
         "seed": seed,
@@ -838,12 +771,19 @@ def run_seed(
         "contribution_steps_n": {m: n.tolist() for m, n in contributions.counts.items()},
         "discriminative": _score(lambda b: disc(b.x, b.mask, b.present), test, settings, device),
         "epochs": {"mfm": mfm_fit.best_epoch, "discriminative": disc_fit.best_epoch},
-        "epoch_seconds": {"mfm": mfm_fit.epoch_seconds, "discriminative": disc_fit.epoch_seconds},
+        "epoch_seconds": {
+            "mfm": _epoch_seconds(mfm_fit),
+            "discriminative": _epoch_seconds(disc_fit),
+        },
         "history": {"mfm": mfm_fit.history, "discriminative": disc_fit.history},
     }
     if len(sizes) > 1:
         result.update(_missing(mfm, batches, settings, seed, log))
     return result
+
+
+def _epoch_seconds(result: FitResult) -> float:
+    return result.seconds / len(result.history)
 
 
 def _score(
@@ -873,9 +813,10 @@ def _missing(
     ).to(train.labels.device)
     valid_parts = [without(valid, m) for m in names]
 
-    def step(batch: Batch, generator: torch.Generator) -> dict[str, Tensor]:
-        observed = simulate_missing(batch.present, generator)
-        return surrogate_objective(mfm, surrogate, batch, observed, lambda_x=settings.lambda_x)
+    def step(model: nn.Module, batch: Batch, keep: dict[str, Tensor]) -> dict[str, Tensor]:
+        observed = simulate_missing(batch.present, keep)
+        assert isinstance(model, SequenceSurrogate)
+        return surrogate_objective(mfm, model, batch, observed, lambda_x=settings.lambda_x)
 
     def val() -> Tensor:
         losses = [
@@ -888,9 +829,10 @@ def _missing(
     # Eager: compiling this step (a random mask per batch, complete_latents) did not
     # finish within 10 minutes on a 2-core CPU, and the surrogate is a short phase.
     found = settings.fit(
-        surrogate, step, train, val, seed=seed, epochs=settings.surrogate_epochs, compile=False
-    )
-    log(f"  surrogate: best epoch {found.best_epoch}, {found.epoch_seconds:.2f} s/epoch")
+        surrogate, step, train, val, seed=seed, epochs=settings.surrogate_epochs, compile=False,
+        train_presence=lambda size, generator: keep_at_random(names, size, generator),
+    )  # fmt: skip
+    log(f"  surrogate: best epoch {found.best_epoch}, {_epoch_seconds(found):.2f} s/epoch")
     device = train.labels.device
     surrogate_scores, zero_fill = {}, {}
     for m in names:

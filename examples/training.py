@@ -9,10 +9,11 @@ mini-batch is an index into it: no DataLoader workers, no host-device copies per
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -25,7 +26,22 @@ __all__ = ["FitResult", "Split", "accuracy", "autocast", "evaluate", "fit", "res
 Views = dict[str, Tensor]
 Presence = dict[str, Tensor] | None
 LossFn = Callable[[nn.Module, Views, Tensor, Presence], dict[str, Tensor]]
+BatchLossFn = Callable[[nn.Module, Any, Presence], dict[str, Tensor]]
 PredictFn = Callable[[Views, Presence], Tensor]
+
+
+class Samples(Protocol):
+    """Training data :func:`fit` can batch: a :class:`Split`, or any type with these."""
+
+    @property
+    def labels(self) -> Tensor: ...
+
+    @property
+    def present(self) -> Mapping[str, Tensor] | None: ...
+
+    def __len__(self) -> int: ...
+
+    def take(self, index: Tensor) -> Samples: ...
 
 
 @dataclass
@@ -51,15 +67,17 @@ class FitResult:
 
     Attributes:
         best_epoch: epoch (1-based) of the best validation score; its weights are loaded.
-        best_accuracy: validation accuracy at that epoch.
+        best_accuracy: validation accuracy at that epoch (NaN with ``validate``).
+        best_loss: validation loss at that epoch (cross-entropy, or ``validate``'s).
         history: one dict per epoch: the mean of every loss term over the epoch's
-            batches, and ``"val_accuracy"``.
+            batches, and ``"val_accuracy"`` (``"val_loss"`` with ``validate``).
         seconds: wall time of the training.
         step_seconds: mean wall time of one optimisation step.
     """
 
     best_epoch: int
     best_accuracy: float
+    best_loss: float = math.inf
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     step_seconds: float = 0.0
@@ -98,11 +116,12 @@ def accuracy(predict: PredictFn, split: Split) -> float:
 
 def fit(
     model: nn.Module,
-    loss_fn: LossFn,
-    train: Split,
-    validation: Split,
+    loss_fn: LossFn | BatchLossFn,
+    train: Samples,
+    validation: Split | None,
     *,
     predict: PredictFn | None = None,
+    validate: Callable[[], Tensor | float] | None = None,
     epochs: int = 60,
     batch_size: int = 64,
     lr: float = 1e-3,
@@ -111,6 +130,7 @@ def fit(
     lr_patience: int | None = 5,
     seed: int = 0,
     compile: bool = False,
+    drop_last: bool = True,
     train_presence: Callable[[int, torch.Generator], Presence] | None = None,
     progress: Callable[[Any], Any] | None = None,
     description: str = "",
@@ -120,13 +140,20 @@ def fit(
 
     Args:
         model: the network; its parameters are optimised.
-        loss_fn: ``(model, views, labels, present) -> {"total": ..., term: ...}``.
-        train: training split; batches are drawn from it without replacement.
-        validation: validation split; selects the best epoch and stops early.
+        loss_fn: ``(model, views, labels, present) -> {"total": ..., term: ...}`` for a
+            :class:`Split`; for other training data, ``(model, batch, present)`` with
+            ``batch = train.take(index)``.
+        train: training data (a :class:`Split` or any :class:`Samples`); batches are
+            drawn from it without replacement.
+        validation: validation split; selects the best epoch and stops early. ``None``
+            with ``validate``.
         predict: ``(views, present) -> logits`` for validation accuracy
             (default ``model.predict``).
+        validate: instead of ``validation``, a validation loss (lower is better),
+            called in eval mode without gradients under the training autocast; the best
+            epoch is the one of the lowest value.
         epochs: maximum number of epochs.
-        batch_size: samples per step (the last incomplete batch is dropped).
+        batch_size: samples per step.
         lr: Adam learning rate (the MFM reference uses 1e-3).
         weight_decay: decoupled weight decay (AdamW).
         patience: stop after this many epochs without a better validation score
@@ -135,7 +162,9 @@ def fit(
             validation loss (``ReduceLROnPlateau``, as in the MFM reference); ``None``
             keeps it constant.
         seed: seeds the batch order (and the model's dropout through the global RNG).
-        compile: run ``loss_fn`` under ``torch.compile``.
+        compile: run ``loss_fn`` under ``torch.compile`` (static shapes: with
+            ``drop_last=False`` the smaller last batch gets its own graph).
+        drop_last: drop each epoch's last incomplete batch (default) or train on it.
         train_presence: optional ``(batch_size, generator) -> presence`` drawing a fresh
             per-sample mask for each batch (training on incomplete data).
         progress: a tqdm-like factory wrapping the epoch range, or ``None``.
@@ -150,6 +179,8 @@ def fit(
     Returns:
         A :class:`FitResult`; the model holds the best weights.
     """
+    if (validation is None) == (validate is None):
+        raise ValueError("give exactly one of validation and validate")
     device = train.labels.device
     generator = torch.Generator(device="cpu").manual_seed(seed)
     torch.manual_seed(seed)
@@ -160,16 +191,16 @@ def fit(
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=0.5, patience=lr_patience
         )
-    step = torch.compile(loss_fn) if compile else loss_fn
+    step: Any = torch.compile(loss_fn, dynamic=False) if compile else loss_fn
     net, per_step = model, batch_size
     if distributed:
         net = nn.parallel.DistributedDataParallel(model)
         per_step = batch_size // dist.get_world_size()
-    predict = predict or model.predict  # type: ignore[assignment]
-    assert predict is not None
+    if validate is None:
+        predict = predict or model.predict  # type: ignore[assignment]
     result = FitResult(best_epoch=0, best_accuracy=-1.0)
     best_state: dict[str, Tensor] = {}
-    best_score = (-1.0, -float("inf"))
+    best_score: tuple[float, ...] = (-math.inf,)
     steps, start = 0, time.perf_counter()
     epoch_range = range(1, epochs + 1)
     bar = progress(epoch_range) if progress is not None else epoch_range
@@ -180,7 +211,8 @@ def fit(
         # Summed on the device and read once per epoch: no host sync per step and term.
         sums: dict[str, Tensor] = {}
         order = epoch_order(len(train), generator, seed, epoch, distributed).to(device)
-        batches = [order[i : i + per_step] for i in range(0, len(order) - per_step + 1, per_step)]
+        end = len(order) - per_step + 1 if drop_last else len(order)
+        batches = [order[i : i + per_step] for i in range(0, end, per_step)]
         for index in batches:
             batch = train.take(index)
             present = batch.present
@@ -188,7 +220,10 @@ def fit(
                 present = train_presence(len(index), generator)
                 present = {m: p.to(device) for m, p in present.items()} if present else None
             with autocast(device):
-                terms = step(net, batch.views, batch.labels, present)
+                if isinstance(batch, Split):
+                    terms = step(net, batch.views, batch.labels, present)
+                else:
+                    terms = step(net, batch, present)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
@@ -204,24 +239,32 @@ def fit(
             for tensor in model.state_dict().values():
                 dist.broadcast(tensor, src=0)
         with autocast(device):
-            val_accuracy, val_loss = evaluate(predict, validation)
+            if validate is None:
+                assert validation is not None
+                assert predict is not None
+                val_accuracy, val_loss = evaluate(predict, validation)
+            else:
+                with torch.no_grad():
+                    val_accuracy, val_loss = math.nan, float(validate())
         if distributed:
             shared = torch.tensor([val_accuracy, val_loss], dtype=torch.float64, device=device)
             dist.broadcast(shared, src=0)
             val_accuracy, val_loss = shared.tolist()
-        result.history.append(
-            {**{k: float(v) / len(batches) for k, v in sums.items()}, "val_accuracy": val_accuracy}
-        )
+        shown = {"val_accuracy": val_accuracy} if validate is None else {"val_loss": val_loss}
+        result.history.append({**{k: float(v) / len(batches) for k, v in sums.items()}, **shown})
         if scheduler is not None:
             scheduler.step(val_loss)
         # Validation accuracy saturates on easy data; its ties go to the lower loss.
-        if (val_accuracy, -val_loss) > best_score:
-            best_score = (val_accuracy, -val_loss)
+        score = (val_accuracy, -val_loss) if validate is None else (-val_loss,)
+        if score > best_score:
+            best_score = score
             result.best_epoch, result.best_accuracy = epoch, val_accuracy
+            result.best_loss = val_loss
             best_state = copy.deepcopy(model.state_dict())
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(
-                loss=f"{float(sums['total']) / len(batches):.3f}", val_acc=f"{val_accuracy:.3f}"
+                loss=f"{float(sums['total']) / len(batches):.3f}",
+                **{k.replace("accuracy", "acc"): f"{v:.3f}" for k, v in shown.items()},
             )
         if epoch - result.best_epoch >= patience:
             break

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 SHARED = "shared"
 """Name under which the shared (discriminative) latent is listed beside the modalities."""
@@ -37,22 +38,63 @@ def check_modality_names(names: Collection[str]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def parameter_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of a module's first floating-point parameter (``None`` if it has none)."""
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return None
+
+
+_AUTOCAST_CASTS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _dtypes_agree(received: torch.dtype, expected: torch.dtype, device_type: str) -> bool:
+    # Autocast casts every floating input and weight except float64 to its own dtype, so
+    # under it float32, float16 and bfloat16 mix freely; float64 still has to match.
+    if received == expected:
+        return True
+    return (
+        torch.is_autocast_enabled(device_type)
+        and received in _AUTOCAST_CASTS
+        and expected in _AUTOCAST_CASTS
+    )
+
+
 def check_vectors(
-    tensors: Mapping[str, Tensor], sizes: Mapping[str, int], what: str = "features"
+    tensors: Mapping[str, Tensor],
+    sizes: Mapping[str, int],
+    what: str = "features",
+    *,
+    module: nn.Module | None = None,
 ) -> int:
-    """Check a mapping of (B, D_m) tensors against the expected sizes; return B."""
+    """Check a mapping of (B, D_m) tensors against the expected sizes; return B.
+
+    Every tensor must be floating point, and all must share one dtype: the dtype of
+    ``module``'s parameters when given, else that of the first modality (sorted by name).
+    Under :func:`torch.autocast` float32, float16 and bfloat16 may mix (autocast casts
+    them); float64 must still match. The check reads dtypes only: no host sync.
+    """
     check_names(tensors.keys(), sizes.keys(), f"{what} modalities")
+    expected = None if module is None else parameter_dtype(module)
+    source = f"the dtype of {type(module).__name__}'s parameters"
     batch: int | None = None
     first = ""
     for name in sorted(sizes):
         x = tensors[name]
         if not x.is_floating_point():
-            raise ValueError(f"modality {name!r}: {what} must be floating point, got {x.dtype}")
+            wanted = "" if expected is None else f"; expected {expected} ({source})"
+            raise ValueError(
+                f"modality {name!r}: {what} must be floating point, got {x.dtype} of shape "
+                f"{tuple(x.shape)}{wanted}"
+            )
         if x.dim() != 2 or x.shape[1] != sizes[name]:
             raise ValueError(
                 f"modality {name!r}: expected {what} of shape (B, {sizes[name]}), "
                 f"got {tuple(x.shape)}"
             )
+        if expected is None:
+            expected, source = x.dtype, f"the dtype of modality {name!r}"
         if batch is None:
             batch, first = x.shape[0], name
         elif x.shape[0] != batch:
@@ -60,8 +102,53 @@ def check_vectors(
                 f"modality {name!r}: batch size {x.shape[0]} differs from "
                 f"modality {first!r} (batch size {batch})"
             )
+        if not _dtypes_agree(x.dtype, expected, x.device.type):
+            raise ValueError(
+                f"modality {name!r}: {what} of dtype {x.dtype} and shape {tuple(x.shape)}, "
+                f"expected {expected} ({source}); cast the {what} or the module with .to()"
+            )
     assert batch is not None
     return batch
+
+
+def check_finite(
+    groups: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor] | None
+) -> None:
+    """Raise if a present row of any tensor holds NaN or inf; one host sync for all.
+
+    Rows where a modality is absent are not inspected (they may hold anything). Skipped
+    under :func:`torch.compile`, which cannot read values on the host.
+
+    Args:
+        groups: a label naming the role (e.g. ``"target"``) -> modality name -> tensor.
+        present: modality name -> which rows to inspect, or ``None`` for all.
+
+    Raises:
+        ValueError: naming every modality and role with non-finite present values, the
+            count of those values and the tensor's shape.
+
+    Shapes:
+        groups[label][m]: (B, ...). present[m]: (B,) bool.
+    """
+    if torch.compiler.is_compiling():
+        return
+    where, counts = [], []
+    for label, tensors in groups.items():
+        for name in sorted(tensors):
+            bad = ~tensors[name].isfinite()
+            if present is not None:
+                bad = bad & present[name].reshape(present[name].shape + (1,) * (bad.dim() - 1))
+            where.append((name, label, tuple(bad.shape)))
+            counts.append(bad.sum())
+    found = torch.stack(counts).tolist()
+    errors = [
+        f"modality {name!r}: {count} non-finite value{'s' if count > 1 else ''} in the "
+        f"present rows of the {label} (shape {shape})"
+        for (name, label, shape), count in zip(where, found, strict=True)
+        if count
+    ]
+    if errors:
+        raise ValueError("; ".join(errors))
 
 
 def check_size(value: int, what: str) -> int:

@@ -65,7 +65,7 @@ class ConcatFusion(nn.Module):
         self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
     ) -> Tensor:
         """Fuse the (present) features of every modality into one vector."""
-        batch = check_vectors(features, self.input_sizes)
+        batch = check_vectors(features, self.input_sizes, module=self)
         first = features[self.modalities[0]]
         if present is None:
             parts = [features[m] for m in self.modalities]

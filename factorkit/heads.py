@@ -75,7 +75,7 @@ class FactorizedHead(nn.Module):
         self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
     ) -> FactorizedLatents:
         """Infer the shared code and the private codes (zeros where a modality is absent)."""
-        batch = check_vectors(features, self.input_sizes)
+        batch = check_vectors(features, self.input_sizes, module=self)
         if present is not None:
             present = check_presence(present, self.modalities, batch)
         shared = self.fusion(features, present)

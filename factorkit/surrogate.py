@@ -313,7 +313,7 @@ class SurrogateInference(nn.Module):
         self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
     ) -> FactorizedLatents:
         """Infer Z_y and the missing Z_a_m of each sample from its observed modalities."""
-        batch = check_vectors(features, self.input_sizes)
+        batch = check_vectors(features, self.input_sizes, module=self)
         if present is None:
             first = features[self.modalities[0]]
             present = {m: first.new_ones(batch, dtype=torch.bool) for m in self.modalities}

@@ -15,6 +15,7 @@ from examples.mfm_sentiment import (
     Batch,
     SentimentMFM,
     contributions_over_time,
+    keep_at_random,
     main,
     mfm_objective,
     pooled_share,
@@ -94,7 +95,9 @@ def test_simulate_missing_keeps_one_observed_and_never_revives_absent() -> None:
         "audio": torch.tensor([True, True, False, True] * 50),
         "video": torch.tensor([True, False, True, True] * 50),
     }
-    observed = simulate_missing(present, torch.Generator().manual_seed(0))
+    keep = keep_at_random(present, 200, torch.Generator().manual_seed(0))
+    assert sorted(keep) == ["audio", "video"] and keep["audio"].shape == (200,)
+    observed = simulate_missing(present, keep)
     both = torch.stack(list(observed.values()))
     assert bool(both.any(0).all())
     for m in present:

@@ -123,3 +123,39 @@ def test_bad_input_names_modality_and_shapes() -> None:
         )
     with pytest.raises(ValueError, match=r"modality 'fou': expected presence mask of shape"):
         reconstruction_loss(x_hat, x, dict(PRESENT, fou=torch.ones(5, dtype=torch.bool)))
+
+
+def test_non_finite_present_values_name_the_modality_the_role_and_the_count() -> None:
+    x_hat, x = pair()
+    x["fou"][0, :2] = float("nan")  # row 0 is present for fou
+    x["fou"][1] = float("nan")  # row 1 is absent: not counted
+    with pytest.raises(
+        ValueError,
+        match=r"^modality 'fou': 2 non-finite values in the present rows of the target "
+        r"\(shape \(6, 5\)\)$",
+    ):
+        reconstruction_loss(x_hat, x, PRESENT)
+    x_hat["pix"][2, 0, 1, 1] = float("inf")
+    with pytest.raises(
+        ValueError,
+        match=r"modality 'fou': 2 non-finite values in the present rows of the target .*; "
+        r"modality 'pix': 1 non-finite value in the present rows of the reconstruction "
+        r"\(shape \(6, 1, 4, 3\)\)",
+    ):
+        ReconstructionLoss()(x_hat, x, PRESENT)
+    # Without a mask every row counts: 2 + 5 values of fou.
+    with pytest.raises(ValueError, match=r"modality 'fou': 7 non-finite values"):
+        reconstruction_loss(x_hat, x)
+
+
+def test_check_finite_false_lets_nan_through_as_before() -> None:
+    x_hat, x = pair()
+    x["fou"][0, 0] = float("nan")
+    assert reconstruction_loss(x_hat, x, PRESENT, check_finite=False).isnan()
+    assert ReconstructionLoss(check_finite=False)(x_hat, x, PRESENT).isnan()
+    # The clean rows give the same value with and without the check.
+    x["fou"][0, 0] = 0.0
+    assert torch.equal(
+        reconstruction_loss(x_hat, x, PRESENT, check_finite=False),
+        reconstruction_loss(x_hat, x, PRESENT),
+    )

@@ -1,0 +1,131 @@
+"""Input dtypes: one floating dtype across modalities and the module, autocast aside."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from factorkit import ConcatFusion, FactorizedHead, SurrogateInference
+from factorkit._validation import check_vectors, parameter_dtype
+
+SIZES = {"audio": 3, "video": 2}
+
+
+def features(dtype: torch.dtype = torch.float32, **dtypes: torch.dtype) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {m: torch.randn(4, d, generator=gen).to(dtypes.get(m, dtype)) for m, d in SIZES.items()}
+
+
+def test_parameter_dtype_follows_the_module_and_is_none_without_parameters() -> None:
+    fusion = ConcatFusion(SIZES, output_size=2)
+    assert parameter_dtype(fusion) == torch.float32
+    assert parameter_dtype(fusion.to(torch.float64)) == torch.float64
+    assert parameter_dtype(torch.nn.ReLU()) is None
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: FactorizedHead(SIZES, shared_size=4, private_size=2),
+        lambda: ConcatFusion(SIZES, output_size=4),
+        lambda: SurrogateInference(SIZES, shared_size=4, private_size=2),
+    ],
+    ids=["head", "fusion", "surrogate"],
+)
+def test_float64_features_into_a_float32_module_name_the_modality(
+    build: Callable[[], torch.nn.Module],
+) -> None:
+    module = build()
+    # The head checks the modalities against each other, its default fusion against its
+    # parameters: either way the message names the first modality and both dtypes.
+    with pytest.raises(
+        ValueError,
+        match=r"modality 'audio': features of dtype torch.float64 and shape \(4, 3\), "
+        r"expected torch.float32 \(the dtype of \w+'s parameters\)",
+    ):
+        module(features(torch.float64))
+
+
+def test_modalities_of_different_dtypes_name_the_odd_one() -> None:
+    head = FactorizedHead(SIZES, shared_size=4, private_size=2)
+    with pytest.raises(
+        ValueError,
+        match=r"modality 'video': features of dtype torch.float64 and shape \(4, 2\), "
+        r"expected torch.float32 \(the dtype of (modality 'audio'|FactorizedHead's parameters)\)",
+    ):
+        head(features(video=torch.float64))
+    with pytest.raises(ValueError, match=r"expected torch.float64 \(the dtype of modality 'audio'"):
+        check_vectors(features(audio=torch.float64), SIZES)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_integer_and_bool_features_name_the_modality_and_the_expected_dtype(
+    dtype: torch.dtype,
+) -> None:
+    fusion = ConcatFusion(SIZES, output_size=4)
+    x = features()
+    x["video"] = x["video"] > 0 if dtype == torch.bool else x["video"].long()
+    with pytest.raises(
+        ValueError,
+        match=rf"modality 'video': features must be floating point, got {dtype} of shape "
+        r"\(4, 2\); expected torch.float32 \(the dtype of ConcatFusion's parameters\)",
+    ):
+        fusion(x)
+
+
+def test_a_float64_module_takes_float64_features_exactly() -> None:
+    head = FactorizedHead(SIZES, shared_size=4, private_size=2)
+    x = features()
+    reference = head(x)
+    z = head.to(torch.float64)({m: t.double() for m, t in x.items()})
+    assert z.shared.dtype == torch.float64
+    torch.testing.assert_close(z.shared.float(), reference.shared, rtol=1e-5, atol=1e-6)
+
+
+def test_autocast_accepts_float32_and_bfloat16_features_but_not_float64() -> None:
+    head = FactorizedHead(SIZES, shared_size=4, private_size=2)
+    surrogate = SurrogateInference(SIZES, shared_size=4, private_size=2)
+    x = features()
+    present = {"audio": torch.tensor([True, False, True, True]), "video": torch.ones(4).bool()}
+    reference = head(x), surrogate(x, present)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for inputs in (x, features(video=torch.bfloat16)):
+            low = head(inputs), surrogate(inputs, present)
+            for ref, out in zip(reference, low, strict=True):
+                assert out.shared.dtype == torch.bfloat16
+                # bf16 keeps 8 bits of mantissa: within a few percent of the float32 codes.
+                torch.testing.assert_close(out.shared.float(), ref.shared, rtol=0.05, atol=0.05)
+        with pytest.raises(ValueError, match=r"modality 'audio': features of dtype torch.float64"):
+            head(features(torch.float64))
+    # Outside autocast a bfloat16 modality is a mismatch again.
+    with pytest.raises(ValueError, match=r"modality 'video': features of dtype torch.bfloat16"):
+        head(features(video=torch.bfloat16))
+
+
+class SumFusion(torch.nn.Module):
+    """A user fusion that checks nothing: the head's own check must name the dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(1, 4)
+
+    def forward(
+        self, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        total = sum(x.sum(1, keepdim=True) for x in features.values())
+        assert isinstance(total, torch.Tensor)
+        out: torch.Tensor = self.proj(total)
+        return out
+
+
+def test_the_head_checks_its_own_parameters_dtype_with_any_fusion() -> None:
+    head = FactorizedHead(SIZES, shared_size=4, private_size=2, fusion=SumFusion())
+    assert head(features()).shared.shape == (4, 4)
+    with pytest.raises(
+        ValueError,
+        match=r"modality 'audio': features of dtype torch.float64 and shape \(4, 3\), "
+        r"expected torch.float32 \(the dtype of FactorizedHead's parameters\)",
+    ):
+        head(features(torch.float64))
