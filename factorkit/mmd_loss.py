@@ -542,11 +542,15 @@ class MMDPriorLoss(nn.Module):
         device = codes[names[0]].device
         with torch.autocast(device.type, enabled=False):
             z = _stack_padded([codes[n].to(dtype) for n in names])
-            ones = torch.ones(z.shape[1], dtype=dtype, device=device)
             masks = [latents.mask(n) for n in names]
-            u = torch.stack([ones if m is None else m.to(dtype) for m in masks])
-            # Absent rows may hold anything (even NaN): they must not reach the sums.
-            z = torch.where(u.unsqueeze(-1) > 0, z, torch.zeros_like(z))
+            masked = any(m is not None for m in masks)
+            if masked:
+                ones = torch.ones(z.shape[1], dtype=dtype, device=device)
+                u = torch.stack([ones if m is None else m.to(dtype) for m in masks])
+                # Absent rows may hold anything (even NaN): they must not reach the sums.
+                z = torch.where(u.unsqueeze(-1) > 0, z, torch.zeros_like(z))
+            else:
+                u = torch.ones(z.shape[:2], dtype=dtype, device=device)
             if (
                 self.check_finite
                 and not torch.compiler.is_compiling()
@@ -583,7 +587,9 @@ class MMDPriorLoss(nn.Module):
                 plan = KernelPlan(plans[0].kinds, torch.stack([q.params for q in plans]))
                 a = torch.cat([_mean_weights(u), -_mean_weights(up)], dim=1)
                 value = small_kernel_quadratic(torch.cat([z, p], dim=1), a, plan)
-            value = torch.where(u.sum(-1) >= 1, value, torch.zeros_like(value)).to(dtype)
+            if masked:
+                value = torch.where(u.sum(-1) >= 1, value, torch.zeros_like(value))
+            value = value.to(dtype)
         return dict(zip(names, value.unbind(0), strict=True))
 
     def sample_prior(self, n: int, d: int, like: Tensor) -> Tensor:
