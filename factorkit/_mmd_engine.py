@@ -26,6 +26,7 @@ float64 keeps float32 results within about 1e-5 of the exact value.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -33,6 +34,9 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from factorkit.kernels import ComponentKind, KernelPlan, centered_block_
+
+LOG2_E = 1.0 / math.log(2.0)
+"""exp(t) = exp2(t * LOG2_E): Gaussian blocks are exponentiated with the faster exp2."""
 
 # About 8 MiB of float32 per block: measured fastest on 2 cores (the block stays near the
 # cache, the matmuls stay large enough).
@@ -117,7 +121,7 @@ def _block(
         # Exact zero self-distance: no rounding residue on the diagonal, no NaN slope.
         blk[:, : r1 - r0].diagonal().zero_()
     if plan.single_gaussian:
-        blk.clamp_max_(0.0).exp_().sub_(centre[0])
+        blk.clamp_max_(0.0).exp2_().sub_(centre[0])
         return blk, blk
     return centered_block_(blk.clamp_min_(0.0), plan, centre)
 
@@ -206,9 +210,10 @@ def pair_sum(
     """
     layout = _Layout(x.shape[0], x.shape[0] + y.shape[0], need)
     single = plan.single_gaussian
-    # For one Gaussian the block holds -r/h straight from the matmul, and k' = -k/h.
+    # For one Gaussian the block holds -r/(h ln 2) straight from the matmul, so that
+    # k = exp2(block) (exp2 is about twice as fast as exp on CPUs), and k' = -k/h.
     factor = -1.0 / plan.params[0] if single else plan.params.new_ones(())
-    pts = _points(x, y, ux, uy, coef, factor)
+    pts = _points(x, y, ux, uy, coef, factor * LOG2_E if single else factor)
     if chunk is None:
         chunk = (max(16, DENSE_BLOCK_ELEMENTS // max(layout.total, 1)), None)
     rows, cols = chunk
@@ -286,7 +291,7 @@ class KernelQuadratic(torch.autograd.Function):
         h = params.view(params.shape[0], -1, 1, 1)
         if kinds == ("gaussian",):
             # exp(-r / h) in place; its slope -k / h is rebuilt from k in the backward.
-            k = r.div_(-h[:, 0]).exp_()
+            k = r.mul_(-LOG2_E / h[:, 0]).exp2_()
             slope = None
         else:
             k = torch.zeros_like(r)

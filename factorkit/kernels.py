@@ -97,7 +97,7 @@ def centered_block_(r: Tensor, plan: KernelPlan, centre: Tensor) -> tuple[Tensor
         p, c = plan.params[i], centre[i]
         if kind == "gaussian":
             # k' = -k / h, so the centred slope is the centred value times -1/h.
-            term = torch.div(r, -p).exp_().sub_(c)
+            term = torch.mul(r, -1.0 / (p * math.log(2.0))).exp2_().sub_(c)
             value.add_(term)
             slope.sub_(term / p)
         else:
