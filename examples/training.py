@@ -12,7 +12,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -50,7 +50,8 @@ class FitResult:
     """Outcome of :func:`fit`.
 
     Attributes:
-        best_epoch: epoch (1-based) of the best validation score; its weights are loaded.
+        best_epoch: epoch (1-based) whose weights are loaded: the best validation
+            score, or the last epoch with ``keep="last"``.
         best_accuracy: validation accuracy at that epoch.
         history: one dict per epoch: the mean of every loss term over the epoch's
             batches, and ``"val_accuracy"``.
@@ -115,6 +116,7 @@ def fit(
     progress: Callable[[Any], Any] | None = None,
     description: str = "",
     distributed: bool = False,
+    keep: Literal["best", "last"] = "best",
 ) -> FitResult:
     """Train ``model`` with Adam; keep the weights of the best validation epoch.
 
@@ -146,9 +148,12 @@ def fit(
             (the global batch stays ``batch_size``), and gradients are averaged by DDP.
             Validation runs on every rank on identical weights, so all ranks stop at the
             same epoch.
+        keep: ``"best"`` keeps the weights of the best validation epoch and stops
+            early after ``patience``; ``"last"`` trains all ``epochs`` and keeps the
+            final weights (validation still drives the learning-rate schedule).
 
     Returns:
-        A :class:`FitResult`; the model holds the best weights.
+        A :class:`FitResult`; the model holds the kept weights.
     """
     device = train.labels.device
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -215,7 +220,7 @@ def fit(
         if scheduler is not None:
             scheduler.step(val_loss)
         # Validation accuracy saturates on easy data; its ties go to the lower loss.
-        if (val_accuracy, -val_loss) > best_score:
+        if keep == "last" or (val_accuracy, -val_loss) > best_score:
             best_score = (val_accuracy, -val_loss)
             result.best_epoch, result.best_accuracy = epoch, val_accuracy
             best_state = copy.deepcopy(model.state_dict())
@@ -223,7 +228,7 @@ def fit(
             bar.set_postfix(
                 loss=f"{float(sums['total']) / len(batches):.3f}", val_acc=f"{val_accuracy:.3f}"
             )
-        if epoch - result.best_epoch >= patience:
+        if keep == "best" and epoch - result.best_epoch >= patience:
             break
     model.load_state_dict(best_state)
     model.eval()
