@@ -219,13 +219,11 @@ def infer_latents(
     """
     # Absent views are zeroed before the encoders: the features of mean imputation.
     features = encode_views(mfm.encoders, views, present)
-    imputed = dict(mfm.head(features).items())
     inputs = {
         m: torch.cat([features[m], fill_absent(views[m], present[m]).flatten(1)], dim=1)
         for m in features
     }
-    own = surrogate(inputs, present)
-    inferred = own.map(lambda name, z: fill_absent(z + imputed[name], own.mask(name)))
+    inferred = surrogate(inputs, present, base=mfm.head(features))
     observed = mfm.head(features, present) if full is None else full
     return complete_latents(observed, inferred, present), inferred
 
