@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.distributed as dist
@@ -66,7 +66,8 @@ class FitResult:
     """Outcome of :func:`fit`.
 
     Attributes:
-        best_epoch: epoch (1-based) of the best validation score; its weights are loaded.
+        best_epoch: epoch (1-based) whose weights are loaded: the best validation
+            score, or the last epoch with ``keep="last"``.
         best_accuracy: validation accuracy at that epoch (NaN with ``validate``).
         best_loss: validation loss at that epoch (cross-entropy, or ``validate``'s).
         history: one dict per epoch: the mean of every loss term over the epoch's
@@ -135,6 +136,7 @@ def fit(
     progress: Callable[[Any], Any] | None = None,
     description: str = "",
     distributed: bool = False,
+    keep: Literal["best", "last"] = "best",
 ) -> FitResult:
     """Train ``model`` with Adam; keep the weights of the best validation epoch.
 
@@ -175,9 +177,12 @@ def fit(
             (the global batch stays ``batch_size``), and gradients are averaged by DDP.
             Validation runs on every rank on identical weights, so all ranks stop at the
             same epoch.
+        keep: ``"best"`` keeps the weights of the best validation epoch and stops
+            early after ``patience``; ``"last"`` trains all ``epochs`` and keeps the
+            final weights (validation still drives the learning-rate schedule).
 
     Returns:
-        A :class:`FitResult`; the model holds the best weights.
+        A :class:`FitResult`; the model holds the kept weights.
     """
     if (validation is None) == (validate is None):
         raise ValueError("give exactly one of validation and validate")
@@ -256,7 +261,7 @@ def fit(
             scheduler.step(val_loss)
         # Validation accuracy saturates on easy data; its ties go to the lower loss.
         score = (val_accuracy, -val_loss) if validate is None else (-val_loss,)
-        if score > best_score:
+        if keep == "last" or score > best_score:
             best_score = score
             result.best_epoch, result.best_accuracy = epoch, val_accuracy
             result.best_loss = val_loss
@@ -266,7 +271,7 @@ def fit(
                 loss=f"{float(sums['total']) / len(batches):.3f}",
                 **{k.replace("accuracy", "acc"): f"{v:.3f}" for k, v in shown.items()},
             )
-        if epoch - result.best_epoch >= patience:
+        if keep == "best" and epoch - result.best_epoch >= patience:
             break
     model.load_state_dict(best_state)
     model.eval()

@@ -249,6 +249,12 @@ class SurrogateInference(nn.Module):
             z = complete_latents(head(x, observed), surrogate(x, observed))
             f = generators(z)
             y_hat, x_hat = predictor(f.shared), decoders(f)
+
+        Refining mean imputation (``base``), in training and at test time alike:
+        ``x_mean`` holds the missing modalities' training means and the observed ones'
+        features, and the surrogate learns the correction to the head's codes of it:
+
+            z_sur = surrogate(x, observed, base=head(x_mean))
     """
 
     def __init__(
@@ -310,9 +316,30 @@ class SurrogateInference(nn.Module):
         )
 
     def forward(
-        self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
+        self,
+        features: Mapping[str, Tensor],
+        present: Mapping[str, Tensor] | None = None,
+        *,
+        base: FactorizedLatents | None = None,
     ) -> FactorizedLatents:
-        """Infer Z_y and the missing Z_a_m of each sample from its observed modalities."""
+        """Infer Z_y and the missing Z_a_m of each sample from its observed modalities.
+
+        Args:
+            features: modality name -> (B, D_m) features; absent rows may hold anything.
+            present: modality name -> (B,) bool, True where observed (``None``: all).
+            base: codes to refine, e.g. the head's codes of the input with the missing
+                modalities mean-imputed: the network's output is added to them, so the
+                surrogate starts from that estimate and learns its correction (its
+                ``present`` is ignored; rows that are not inferred are dropped, NaN
+                included).
+
+        Returns:
+            The surrogate codes; ``present[m]`` marks the rows where Z_a_m was inferred.
+
+        Shapes:
+            features[m]: (B, D_m). present[m]: (B,) bool. base: shared (B, Dy),
+            private[m] (B, Da_m). Returns: shared (B, Dy), private[m] (B, Da_m).
+        """
         batch = check_vectors(features, self.input_sizes, module=self)
         if present is None:
             first = features[self.modalities[0]]
@@ -326,12 +353,30 @@ class SurrogateInference(nn.Module):
                 f"missing; surrogate inference needs at least one observed modality"
             )
         shared, private = self.network(features, present)
+        if base is not None:
+            self._check_base(base, batch)
+            shared = shared + base.shared
+            private = {m: private[m] + base.private[m] for m in self.modalities}
         inferred = {m: ~present[m] & observed_any for m in self.modalities}
         return FactorizedLatents(
             fill_absent(shared, any_present(inferred)),
             {m: fill_absent(private[m], inferred[m]) for m in self.modalities},
             inferred,
         )
+
+    def _check_base(self, base: FactorizedLatents, batch: int) -> None:
+        if base.modalities != self.modalities:
+            raise ValueError(
+                f"base codes have modalities {list(base.modalities)}, "
+                f"the surrogate {list(self.modalities)}"
+            )
+        sizes = {SHARED: self.shared_size, **self.private_sizes}
+        for name, code in base.items():
+            if tuple(code.shape) != (batch, sizes[name]):
+                raise ValueError(
+                    f"base code {name!r}: expected shape {(batch, sizes[name])}, "
+                    f"got {tuple(code.shape)}"
+                )
 
     def extra_repr(self) -> str:
         return (

@@ -168,6 +168,42 @@ def test_construction_errors() -> None:
         make("shared")(dict(features(2), text=torch.randn(2, 4)), every_pattern())
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_base_codes_are_added_on_the_inferred_rows_only(mode: str) -> None:
+    sur, present, x = make(mode), every_pattern(2), features(14)
+    plain = sur(x, present)
+    base = FactorizedLatents(
+        torch.randn(14, 3), {m: torch.randn(14, PRIVATE[m]) for m in NAMES}, present
+    )
+    refined = sur(x, present, base=base)
+    assert refined.present is not None and plain.present is not None
+    assert all(torch.equal(refined.present[m], plain.present[m]) for m in NAMES)
+    for (name, z), (_, z0), (_, b) in zip(
+        refined.items(), plain.items(), base.items(), strict=True
+    ):
+        rows = plain.mask(name)
+        assert rows is not None
+        torch.testing.assert_close(z[rows], z0[rows] + b[rows], rtol=0, atol=0)
+        assert torch.equal(z[~rows], torch.zeros_like(z[~rows]))
+    # Rows that are not inferred never see the base codes, NaN included.
+    nan_base = base.map(
+        lambda name, b: torch.where(plain.mask(name)[:, None], b, float("nan"))  # type: ignore[index]
+    )
+    assert sur(x, present, base=nan_base) == refined
+
+
+def test_base_codes_of_other_modalities_or_shapes_are_errors() -> None:
+    sur, present, x = make("experts"), every_pattern(), features(7)
+    other = FactorizedLatents(torch.zeros(7, 3), {"a": torch.zeros(7, 2), "b": torch.zeros(7, 2)})
+    with pytest.raises(ValueError, match=r"base codes have modalities \['a', 'b'\]"):
+        sur(x, present, base=other)
+    short = FactorizedLatents(torch.zeros(7, 3), {m: torch.zeros(7, 1) for m in NAMES})
+    with pytest.raises(
+        ValueError, match=r"base code 'audio': expected shape \(7, 2\), got \(7, 1\)"
+    ):
+        sur(x, present, base=short)
+
+
 def test_for_head_matches_the_heads_sizes_and_four_modalities_per_pattern() -> None:
     head = FactorizedHead({"a": 3, "b": 2, "c": 4, "d": 1}, shared_size=5, private_size=2)
     sur = SurrogateInference.for_head(head, mode="per_pattern", hidden_size=8)
