@@ -85,8 +85,8 @@ class GroupedMLP(nn.Module):
         output_activation: append a ReLU after the last layer.
 
     Shapes:
-        inputs[name]: (B, widths[name][0]), one B for all.
-        Returns: name -> (B, widths[name][-1]).
+        inputs[name]: (B, D_in), D_in the first width of that MLP, one B for all.
+        Returns: name -> (B, D_out), D_out its last width.
 
     Examples:
         >>> mlps = GroupedMLP({"a": [4, 8, 2], "b": [4, 8, 2], "c": [3, 2]})
