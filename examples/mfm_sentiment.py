@@ -456,7 +456,7 @@ def mfm_objective(
     recon = {
         m: sequence_mse(x_hat, batch.x[m], steps[m]) for m, x_hat in out.reconstructions.items()
     }
-    mmd = {name: prior(z.float(), mask=out.latents.mask(name)) for name, z in out.latents.items()}
+    mmd = prior.per_latent(out.latents)
     total = label + lambda_x * sum(recon.values()) + lambda_mmd * sum(mmd.values())
     return {
         "total": total,
