@@ -31,6 +31,14 @@ def _join_factors(private: Tensor, shared: Tensor, private_size: int, shared_siz
     return torch.cat([private, shared], dim=1)
 
 
+def _check_modalities(factors: FactorizedLatents, modalities: tuple[str, ...]) -> None:
+    if factors.modalities != modalities:
+        raise ValueError(
+            f"factors have modalities {list(factors.modalities)}, "
+            f"decoders were built for {list(modalities)}"
+        )
+
+
 class VectorDecoder(nn.Module):
     """MLP decoder for a vector modality: X_hat = MLP(concat(F_a, F_y)).
 
@@ -152,11 +160,7 @@ class ModalityDecoders(nn.Module):
 
     def forward(self, factors: FactorizedLatents) -> dict[str, Tensor]:
         """Reconstruct every modality: X_hat_m = F_m(F_a_m, F_y), keyed by modality name."""
-        if factors.modalities != self.modalities:
-            raise ValueError(
-                f"factors have modalities {list(factors.modalities)}, "
-                f"decoders were built for {list(self.modalities)}"
-            )
+        _check_modalities(factors, self.modalities)
         out = {}
         for m in self.modalities:
             try:
@@ -220,11 +224,7 @@ class VectorDecoders(nn.Module):
 
     def forward(self, factors: FactorizedLatents) -> dict[str, Tensor]:
         """Reconstruct every modality from its private and the shared factor."""
-        if factors.modalities != self.modalities:
-            raise ValueError(
-                f"factors have modalities {list(factors.modalities)}, "
-                f"decoders were built for {list(self.modalities)}"
-            )
+        _check_modalities(factors, self.modalities)
         inputs = {}
         for m in self.modalities:
             try:

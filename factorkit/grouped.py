@@ -146,7 +146,9 @@ class GroupedMLP(nn.Module):
 
     def forward(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Run every named MLP on its input; the result is keyed like ``inputs``."""
-        check_vectors(inputs, {name: w[0] for name, w in self.widths.items()}, "inputs")
+        check_vectors(
+            inputs, {name: w[0] for name, w in self.widths.items()}, "inputs", module=self
+        )
         rows = dict(inputs)
         stacked: dict[tuple[str, ...], Tensor] = {}
         for layer, groups in enumerate(self.groups):

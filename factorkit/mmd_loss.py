@@ -129,9 +129,8 @@ def mmd(
         plan = (kernel or GaussianKernel()).plan(xs, ys, ux, uy)
         coef, diag, ok = _coefficients(ux, uy, estimator)
         if estimator == "biased" and mode == "dense" and _small(xs.shape[0] + ys.shape[0]):
-            a = torch.cat([_mean_weights(ux), -_mean_weights(uy)]).unsqueeze(0)
-            batched = KernelPlan(plan.kinds, plan.params.unsqueeze(0))
-            value = small_kernel_quadratic(torch.cat([xs, ys]).unsqueeze(0), a, batched)[0]
+            a = torch.cat([_mean_weights(ux), -_mean_weights(uy)])
+            value = _one_kernel_quadratic(torch.cat([xs, ys]), a, plan)
             return torch.where(ok, value, torch.zeros_like(value)).to(dtype)
         if mode == "rff":
             value = _rff_kernel_sum(xs, ys, ux, uy, plan, features, generator, coef)
@@ -207,9 +206,7 @@ def gaussian_prior_mmd(
         empty, none = zs[:0], uz[:0]
         coef, diag, ok = _coefficients(uz, none, estimator, single=True)
         if estimator == "biased" and mode == "dense" and _small(zs.shape[0]):
-            batched = KernelPlan(plan.kinds, plan.params.unsqueeze(0))
-            a = _mean_weights(uz).unsqueeze(0)
-            zz = small_kernel_quadratic(zs.unsqueeze(0), a, batched)[0]
+            zz = _one_kernel_quadratic(zs, _mean_weights(uz), plan)
         else:
             chunk = (chunk_size, chunk_size) if mode == "chunked" else None
             zz = weighted_kernel_sum(zs, empty, uz, none, coef, plan, chunk)
@@ -537,8 +534,8 @@ class MMDPriorLoss(nn.Module):
         """
         names = sorted(names, key=lambda n: codes[n].shape[1])
         sizes = [codes[n].shape[1] for n in names]
-        wide = any(codes[n].dtype == torch.float64 for n in names)
-        dtype = torch.float64 if wide else torch.float32
+        # One dtype for the whole group (it is part of the grouping key).
+        dtype = _compute_dtype(codes[names[0]], codes[names[0]])
         device = codes[names[0]].device
         with torch.autocast(device.type, enabled=False):
             z = _stack_padded([codes[n].to(dtype) for n in names])
@@ -627,6 +624,12 @@ def _stack_padded(tensors: list[Tensor]) -> Tensor:
         block = torch.stack(list(same))
         parts.append(F.pad(block, (0, width - block.shape[-1])))
     return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def _one_kernel_quadratic(w: Tensor, a: Tensor, plan: KernelPlan) -> Tensor:
+    """:func:`small_kernel_quadratic` for a single point set: (N, D), (N,) -> ()."""
+    batched = KernelPlan(plan.kinds, plan.params.unsqueeze(0))
+    return small_kernel_quadratic(w.unsqueeze(0), a.unsqueeze(0), batched)[0]
 
 
 def _mean_weights(u: Tensor) -> Tensor:

@@ -115,6 +115,10 @@ def test_bad_inputs_name_the_member_and_shapes() -> None:
         mlps({n: t for n, t in x.items() if n != "d"})
     with pytest.raises(ValueError, match=r"no MLP named 'e'"):
         mlps.forward_one("e", x["a"])
+    with pytest.raises(
+        ValueError, match=r"modality 'a': inputs of dtype torch.float64 .* expected torch.float32"
+    ):
+        mlps({**x, "a": x["a"].double()})
     with pytest.raises(ValueError, match=r"needs at least two entries"):
         GroupedMLP({"a": [3]})
     with pytest.raises(ValueError, match=r"expected input of shape \(3, B, 4\), got \(2, 5, 4\)"):
