@@ -294,18 +294,7 @@ class KernelQuadratic(torch.autograd.Function):
             k = r.mul_(-LOG2_E / h[:, 0]).exp2_()
             slope = None
         else:
-            k = torch.zeros_like(r)
-            slope = torch.zeros_like(r)
-            for i, kind in enumerate(kinds):
-                p = h[:, i]
-                if kind == "gaussian":
-                    term = torch.div(r, -p).exp_()
-                    k.add_(term)
-                    slope.sub_(term.div_(p))
-                else:
-                    term = torch.add(r, p).reciprocal_().mul_(p)
-                    k.add_(term)
-                    slope.sub_(term.square_().div_(p))
+            k, slope = centered_block_(r, KernelPlan(kinds, params), torch.zeros_like(params))
         ka = torch.bmm(k.double(), a.unsqueeze(-1)).squeeze(-1)
         ctx.save_for_backward(w, a, k if slope is None else slope, params, ka)
         ctx.single_gaussian = slope is None  # type: ignore[attr-defined]

@@ -74,10 +74,14 @@ class KernelPlan(NamedTuple):
         """
         out = torch.zeros_like(r)
         for i, kind in enumerate(self.kinds):
-            p = self.params[..., i]
-            p = p.reshape(p.shape + (1,) * (r.dim() - p.dim()))
+            p = _per_block(self.params[..., i], r)
             out = out + (torch.exp(-r / p) if kind == "gaussian" else p / (p + r))
         return out
+
+
+def _per_block(value: Tensor, r: Tensor) -> Tensor:
+    """A scalar, or a (G,) value per plan, shaped to broadcast against r (G, ...)."""
+    return value.reshape(value.shape + (1,) * (r.dim() - value.dim()))
 
 
 def centered_block_(r: Tensor, plan: KernelPlan, centre: Tensor) -> tuple[Tensor, Tensor]:
@@ -85,8 +89,10 @@ def centered_block_(r: Tensor, plan: KernelPlan, centre: Tensor) -> tuple[Tensor
 
     Args:
         r: block of squared distances, clamped at 0 (used as scratch).
-        plan: the resolved kernel.
-        centre: (S,) component values ``k_s(r0)`` at the reference distance ``r0``.
+        plan: the resolved kernel; with a batch of plans, ``params`` (G, S) and ``r``
+            (G, ...), plan g applies to ``r[g]``.
+        centre: component values ``k_s(r0)`` at the reference distance ``r0``, shaped
+            like ``plan.params`` (zeros give the plain values and slopes).
 
     Returns:
         ``(k(r) - k(r0), dk/dr(r) - dk/dr(r0))``, both the shape of ``r``.
@@ -94,7 +100,7 @@ def centered_block_(r: Tensor, plan: KernelPlan, centre: Tensor) -> tuple[Tensor
     value = torch.zeros_like(r)
     slope = torch.zeros_like(r)
     for i, kind in enumerate(plan.kinds):
-        p, c = plan.params[i], centre[i]
+        p, c = (_per_block(t[..., i], r) for t in (plan.params, centre))
         if kind == "gaussian":
             # k' = -k / h, so the centred slope is the centred value times -1/h.
             term = torch.mul(r, -1.0 / (p * math.log(2.0))).exp2_().sub_(c)
