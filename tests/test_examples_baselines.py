@@ -47,7 +47,7 @@ def test_logistic_regression_is_sklearns_solution() -> None:
     x = concatenate(train.views).double()
     x = (x - x.mean(0)) / x.std(0, unbiased=False)  # StandardScaler
     for c in (0.05, 1.0):
-        ours = fit_logistic_regression(train, C=c)
+        ours = fit_logistic_regression(train, C=c, tolerance=1e-10)
         ref = linear_model.LogisticRegression(C=c, tol=1e-12, max_iter=10_000)
         ref.fit(x.numpy(), train.labels.numpy())
         torch.testing.assert_close(ours.weight, torch.from_numpy(ref.coef_), atol=2e-6, rtol=0)
@@ -60,17 +60,24 @@ def test_logistic_regression_closed_form_on_two_separable_points() -> None:
     """x = -1 (class 0), x = +1 (class 1): by symmetry W = (-a, a), b = 0, and the
     objective log(1 + exp(-2a)) + a^2 / (2C) is stationary where a = 2C / (1 + exp(2a))."""
     views = {"v": torch.tensor([[-1.0], [1.0]])}
-    for c in (0.1, 1.0, 10.0):
+    previous = None
+    for c in (10.0, 0.1, 1.0):
         low, high = 0.0, 2 * c  # the root lies in (0, 2C): the right side is below 2C
         for _ in range(100):
             mid = (low + high) / 2
             low, high = (mid, high) if mid < 2 * c / (1 + math.exp(2 * mid)) else (low, mid)
-        model = fit_logistic_regression(Split(views, torch.tensor([0, 1])), C=c)
+        model = fit_logistic_regression(Split(views, torch.tensor([0, 1])), C=c, tolerance=1e-12)
         expected = torch.tensor([[-low], [low]], dtype=torch.float64)
         torch.testing.assert_close(model.weight, expected, atol=1e-8, rtol=0)
         torch.testing.assert_close(
             model.bias, torch.zeros(2, dtype=torch.float64), atol=1e-8, rtol=0
         )
+        # A warm start from another C's solution reaches the same minimiser.
+        warm = fit_logistic_regression(
+            Split(views, torch.tensor([0, 1])), C=c, tolerance=1e-12, start=previous
+        )
+        torch.testing.assert_close(warm.weight, expected, atol=1e-8, rtol=0)
+        previous = model
 
 
 def test_logistic_regression_tuning_keeps_the_validation_argmax() -> None:
