@@ -32,6 +32,8 @@ from factorkit import random_presence
 __all__ = [
     "RATES",
     "expected_missing_fraction",
+    "imputed",
+    "mixed_rate_presence",
     "plot_curves",
     "rate_key",
     "rate_masks",
@@ -85,6 +87,49 @@ def expected_missing_fraction(rate: float, num_views: int) -> float:
     (probability r^M) and it is the one picked (1 / M).
     """
     return rate - rate**num_views / num_views
+
+
+def mixed_rate_presence(
+    names: Sequence[str], rates: Sequence[float] = RATES
+) -> Callable[[int, torch.Generator], Presence]:
+    """A training mask for every batch at a rate drawn uniformly from ``rates``.
+
+    For :func:`examples.training.fit`'s ``train_presence``: one model trained on it
+    has seen every rate of the curve (an observed-only baseline for all rates at once).
+
+    Shapes:
+        The callable's result: view name -> (batch,) bool.
+    """
+
+    def draw(batch: int, generator: torch.Generator) -> Presence:
+        rate = rates[int(torch.randint(len(rates), (), generator=generator))]
+        return random_presence(names, batch, rate, generator=generator)
+
+    return draw
+
+
+def imputed(predict: Predict, fill: Mapping[str, Tensor]) -> Predict:
+    """``predict`` on complete views, the absent ones replaced by ``fill`` first.
+
+    Zero-filling and mean imputation are this, with the fill value of each view.
+
+    Shapes:
+        fill[m]: view m's per-sample shape (broadcast over the batch).
+    """
+
+    def fill_in(views: Mapping[str, Tensor], present: Mapping[str, Tensor] | None) -> Tensor:
+        if present is not None:
+            views = {
+                m: torch.where(
+                    present[m].reshape((-1,) + (1,) * (x.dim() - 1)),
+                    x,
+                    fill[m].to(device=x.device, dtype=x.dtype),
+                )
+                for m, x in views.items()
+            }
+        return predict(views, None)
+
+    return fill_in
 
 
 def robustness_curves(

@@ -15,6 +15,8 @@ from torch import Tensor
 from examples.robustness import (
     RATES,
     expected_missing_fraction,
+    imputed,
+    mixed_rate_presence,
     plot_curves,
     rate_key,
     rate_masks,
@@ -131,3 +133,38 @@ def test_curves_summarise_over_seeds_and_plot(tmp_path: Path) -> None:
         path = plot_curves(seeds, tmp_path / f"robustness_{len(seeds['seeds'])}.png", title="t")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 10_000
+
+
+def test_imputed_fills_absent_rows_only() -> None:
+    views = {"a": torch.arange(6.0).reshape(3, 2), "b": torch.ones(3, 1, 2, 2)}
+    present = {"a": torch.tensor([True, False, True]), "b": torch.tensor([False, True, True])}
+    fill = {"a": torch.tensor([-1.0, -2.0]), "b": torch.full((1, 2, 2), 7.0)}
+    seen = {}
+
+    def predict(v: Mapping[str, Tensor], p: Mapping[str, Tensor] | None) -> Tensor:
+        assert p is None
+        seen.update(v)
+        return torch.zeros(3, 2)
+
+    imputed(predict, fill)(views, present)
+    assert torch.equal(seen["a"], torch.tensor([[0.0, 1.0], [-1.0, -2.0], [4.0, 5.0]]))
+    assert torch.equal(seen["b"][0], torch.full((1, 2, 2), 7.0))
+    assert torch.equal(seen["b"][1:], torch.ones(2, 1, 2, 2))
+    imputed(predict, fill)(views, None)
+    assert seen["a"] is views["a"]
+
+
+def test_mixed_rate_presence_draws_every_rate() -> None:
+    draw = mixed_rate_presence(NAMES, rates=(0.0, 0.9))
+    generator = torch.Generator().manual_seed(0)
+    high = expected_missing_fraction(0.9, 3)  # 0.657
+    counts = {0.0: 0, 0.9: 0}
+    for _ in range(40):
+        kept = stacked(draw(400, generator))
+        assert kept.any(1).all()
+        fraction = float((~kept).float().mean())
+        # Rate 0 leaves the batch complete; rate 0.9 drops 0.657 +- 0.014 (std error).
+        rate = 0.0 if fraction == 0.0 else 0.9
+        assert rate == 0.0 or abs(fraction - high) < 0.055, fraction
+        counts[rate] += 1
+    assert min(counts.values()) >= 10, counts
