@@ -199,17 +199,20 @@ def over_seeds(
     return summarise(runs, reference=reference, decimals=decimals), runs
 
 
-def format_mean_std(entry: Mapping[str, Any], scale: float = 100.0) -> str:
+def format_mean_std(entry: Mapping[str, Any], scale: float = 100.0, decimals: int = 4) -> str:
     """``"98.27 ± 0.31"``: the mean and std of a summary entry, times ``scale``.
 
-    The std gets two significant digits and the mean as many decimals (at least two);
-    one seed gives the mean alone, at two decimals.
+    The std gets two significant digits and the mean as many decimals: at least two, and
+    no more than the summary kept (``decimals`` places before scaling). One seed gives
+    the mean alone.
     """
     mean, std = entry["mean"], entry.get("std")
     if mean is None:
         return "n/a"
+    kept = max(0, decimals - round(math.log10(scale)))
     if std is None:
-        return f"{scale * mean:.2f}"
+        return f"{scale * mean:.{min(2, kept)}f}"
     spread = scale * std
     places = 2 if spread == 0 else max(2, 1 - math.floor(math.log10(spread)))
+    places = min(places, kept)
     return f"{scale * mean:.{places}f} ± {spread:.{places}f}"

@@ -130,7 +130,10 @@ def test_inconsistent_runs_and_unknown_reference_are_named() -> None:
 
 def test_format_mean_std() -> None:
     assert format_mean_std({"mean": 0.98267, "std": 0.00306}) == "98.27 ± 0.31"
-    assert format_mean_std({"mean": 0.98267, "std": 0.000306}) == "98.267 ± 0.031"
+    assert format_mean_std({"mean": 0.98267, "std": 0.000306}, decimals=5) == "98.267 ± 0.031"
+    # No more places than the summary kept: 4 decimals of a fraction are 2 of a percent.
+    assert format_mean_std({"mean": 0.9827, "std": 0.0003}) == "98.27 ± 0.03"
+    assert format_mean_std({"mean": 1.0233, "std": 0.0007}, scale=1) == "1.0233 ± 0.0007"
     assert format_mean_std({"mean": 0.98, "std": None}) == "98.00"
     assert format_mean_std({"mean": None, "std": None}) == "n/a"
     assert format_mean_std({"mean": 0.32, "std": 0.0}, scale=1) == "0.32 ± 0.00"
