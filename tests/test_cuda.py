@@ -38,6 +38,11 @@ update) makes no host sync at all; ``SYNC_FREE`` below is that configuration.
 from __future__ import annotations
 
 import copy
+import json
+import os
+import re
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -692,3 +697,33 @@ def test_training_step_without_checks_never_syncs(
             torch.cuda.set_sync_debug_mode("default")
     terms = step.terms(step.model)
     assert torch.isfinite(terms["total"]).all()
+
+
+# ---------------------------------------------------------------- the prepared check
+
+
+@pytest.mark.slow
+def test_gpu_check_quick_on_cpu(tmp_path: Path) -> None:
+    """``benchmarks/gpu_check.sh --device cpu --quick`` end to end: every part passes and
+    the folder holds what the device tool can return (at most 8 plain files)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    cmd = ["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--quick", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "gpu_check summary" in proc.stdout
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files), files
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["failed"] == []
+    ran = {name for name, part in summary["parts"].items() if part.get("ok")}
+    assert ran == {"env", "tests", "digits", "mmd", "step"}
+    assert summary["tests"]["tests"] > 0
+    assert summary["tests"]["failures"] == summary["tests"]["errors"] == 0
+    digits = summary["digits"]
+    assert digits["device"] == "cpu" and digits["seconds"] > 0
+    for model in ("mfm", "discriminative"):
+        assert 0.0 <= digits[model]["test_accuracy"] <= 1.0
+        assert digits[model]["epochs"] == 2 and digits[model]["epoch_seconds"] > 0
+    assert "| 256 | 16 |" in (tmp_path / "mmd.log").read_text()
+    assert "MFM / discriminative:" in (tmp_path / "step.log").read_text()
