@@ -85,11 +85,11 @@ def cuda_speed(ns: list[int], ds: list[int], reps: int, device: str) -> None:
         "product), forward + backward; bare ms = those matmuls alone.\n"
     )
     print(
-        "| n | d | mode | factorkit ms | matmul GFLOP | bare ms | fk / bare "
+        "| n | d | mode | factorkit ms | matmul GFLOP | bare ms | bare TFLOP/s | fk / bare "
         "| fk TFLOP/s | fk % of fp32 peak | geomloss ms | geomloss / fk | keops ms "
         "| keops / fk | fk peak GiB | geomloss peak GiB |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in ns:
         for d in ds:
             x, y = inputs(n, d, device=device)
@@ -112,7 +112,8 @@ def cuda_speed(ns: list[int], ds: list[int], reps: int, device: str) -> None:
             g, k = t.get("geomloss"), t.get("keops")
             print(
                 f"| {n} | {d} | {mode} | {fk:.3f} | {flops / 1e9:.1f} | {t['bare']:.3f} "
-                f"| {fk / t['bare']:.2f} | {rate:.1f} | {100 * rate / peak['fp32']:.0f} "
+                f"| {flops / t['bare'] / 1e9:.1f} | {fk / t['bare']:.2f} | {rate:.1f} "
+                f"| {100 * rate / peak['fp32']:.0f} "
                 f"| {_fmt(g)} | {_fmt(g and g / fk)} | {_fmt(k)} | {_fmt(k and k / fk)} "
                 f"| {_gib(mem['factorkit'])} | {_gib(mem['geomloss']) if g else '-'} |",
                 flush=True,
