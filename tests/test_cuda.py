@@ -342,12 +342,9 @@ class FixedPrior:
         return self.cache[key][:n, :d]
 
 
-LossCase = Callable[[Tensor], Tensor]
-"""A scalar loss of the first sample, ``x``; everything else is fixed inside."""
-
-
 def _loss_cases() -> dict[str, tuple[tuple[int, int, int], Callable[[Tensor, Tensor], Tensor]]]:
-    """name -> ((n, m, d), f(x, y)); every MMD path of the library."""
+    """name -> ((n, m, d), f(x, y)): every MMD path of the library (dense, chunked, small
+    batch, masked, analytic, per_latent, rff) and the other losses; a scalar of x and y."""
     prior = FixedPrior(256, 16)
     multi = GaussianKernel([1.0, 4.0, 16.0])
 
