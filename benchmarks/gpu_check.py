@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -87,23 +88,35 @@ def parts(device: str, quick: bool, work: Path, out: Path) -> list[tuple[str, in
 
 
 def run_part(name: str, timeout: int, cmd: list[str], out: Path) -> dict[str, Any]:
-    """Run one part with its output in ``out/<name>.log``; never raises."""
+    """Run one part with its output in ``out/<name>.log``; never raises.
+
+    On timeout the part first gets SIGINT (pytest then still writes its summary and the
+    junit XML), and is killed 15 s later.
+    """
     log = out / f"{name}.log"
     start = time.perf_counter()
+    rc: int | None = None
+    timed_out = False
     with log.open("w") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
         try:
-            proc = subprocess.run(
-                cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, check=False
-            )
-            rc, timed_out = proc.returncode, False
-        except subprocess.TimeoutExpired:
-            rc, timed_out = None, True
-            f.write(f"\n[gpu_check] {name}: timed out after {timeout} s\n")
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
         except OSError as error:
-            rc, timed_out = None, False
             f.write(f"\n[gpu_check] {name}: could not start: {error}\n")
+        else:
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                f.flush()
+                f.write(f"\n[gpu_check] {name}: timed out after {timeout} s\n")
     seconds = time.perf_counter() - start
     return {"rc": rc, "ok": rc == 0, "timed_out": timed_out, "seconds": round(seconds, 1),
             "timeout": timeout, "log": log.name}  # fmt: skip

@@ -29,7 +29,8 @@ Host syncs (``torch.cuda.set_sync_debug_mode``), by design, in one training step
   ``MMDPriorLoss.per_latent``), to raise on NaN/inf.
 * sequence blocks given ``mask=``/``lengths=``: the padding-argument checks (a few
   syncs per call, skipped under ``torch.compile``), and the packed-sequence call of
-  :class:`~factorkit.SequenceEncoder` (cuDNN takes the lengths on the host).
+  :class:`~factorkit.SequenceEncoder` (cuDNN takes the lengths on the host; torch's
+  ``pack_padded_sequence`` then copies the sort order back to the device).
 
 With ``check_finite=False`` the vector MFM's step (forward, backward, fused AdamW
 update) makes no host sync at all; ``SYNC_FREE`` below is that configuration.
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 import subprocess
@@ -340,12 +342,9 @@ class FixedPrior:
         return self.cache[key][:n, :d]
 
 
-LossCase = Callable[[Tensor], Tensor]
-"""A scalar loss of the first sample, ``x``; everything else is fixed inside."""
-
-
 def _loss_cases() -> dict[str, tuple[tuple[int, int, int], Callable[[Tensor, Tensor], Tensor]]]:
-    """name -> ((n, m, d), f(x, y)); every MMD path of the library."""
+    """name -> ((n, m, d), f(x, y)): every MMD path of the library (dense, chunked, small
+    batch, masked, analytic, per_latent, rff) and the other losses; a scalar of x and y."""
     prior = FixedPrior(256, 16)
     multi = GaussianKernel([1.0, 4.0, 16.0])
 
@@ -618,7 +617,7 @@ def test_training_step_matches_float64_cpu(device: torch.device, example: str, p
 
 @contextmanager
 def sync_sites(device: torch.device) -> Iterator[list[str]]:
-    """Collect ``file:line`` of every host sync inside the block (CUDA only; on the CPU
+    """Collect ``folder/file:line`` of every host sync inside the block (CUDA only; on the CPU
     there is no sync to see and the list stays empty)."""
     sites: list[str] = []
     if device.type != "cuda":
@@ -633,15 +632,23 @@ def sync_sites(device: torch.device) -> Iterator[list[str]]:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     sites += [
-        f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)
+        f"{Path(w.filename).parent.name}/{Path(w.filename).name}:{w.lineno}"
+        for w in caught
+        if "synchroniz" in str(w.message)
     ]
 
 
-# Files whose host syncs are documented (module docstring): the finiteness checks and
-# the sequence blocks' padding arguments.
+# Files whose host syncs are documented (module docstring): the finiteness checks, the
+# sequence blocks' padding arguments and torch's pack_padded_sequence (it copies the
+# sort order of the host lengths to the device).
+_FINITE_CHECKS = {
+    "factorkit/mmd_loss.py",
+    "factorkit/reconstruction.py",
+    "factorkit/_validation.py",
+}
 DOCUMENTED_SYNCS = {
-    "digits": {"mmd_loss.py", "reconstruction.py", "_validation.py"},
-    "sentiment": {"mmd_loss.py", "sequence.py", "_validation.py", "reconstruction.py"},
+    "digits": _FINITE_CHECKS,
+    "sentiment": _FINITE_CHECKS | {"factorkit/sequence.py", "utils/rnn.py"},
 }
 SYNC_FREE = {"digits"}
 """Examples whose step makes no host sync with ``check_finite=False``."""
@@ -670,13 +677,10 @@ def test_training_step_syncs_only_where_documented(
     assert files <= DOCUMENTED_SYNCS[example], sites
 
 
-@pytest.mark.parametrize("prec", PRECISIONS)
-@pytest.mark.parametrize("example", sorted(SYNC_FREE))
-def test_training_step_without_checks_never_syncs(
-    device: torch.device, example: str, prec: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``check_finite=False`` everywhere: forward, backward and the fused AdamW update
-    run without a host sync (``set_sync_debug_mode("error")`` raises on the first)."""
+@pytest.fixture
+def unchecked_reconstruction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The digits objective with ``reconstruction_loss(..., check_finite=False)`` (its
+    ``mfm_objective`` has no switch for it)."""
     import examples.mfm
 
     reconstruction = examples.mfm.reconstruction_loss
@@ -685,6 +689,16 @@ def test_training_step_without_checks_never_syncs(
         "reconstruction_loss",
         lambda *a, **k: reconstruction(*a, **k, check_finite=False),
     )
+
+
+@pytest.mark.usefixtures("unchecked_reconstruction")
+@pytest.mark.parametrize("prec", PRECISIONS)
+@pytest.mark.parametrize("example", sorted(SYNC_FREE))
+def test_training_step_without_checks_never_syncs(
+    device: torch.device, example: str, prec: str
+) -> None:
+    """``check_finite=False`` everywhere: forward, backward and the fused AdamW update
+    run without a host sync (``set_sync_debug_mode("error")`` raises on the first)."""
     step = STEPS[example](device, torch.float32, check_finite=False)
     _run_steps(step, device, prec, 1)
     if device.type == "cuda":
@@ -697,6 +711,42 @@ def test_training_step_without_checks_never_syncs(
             torch.cuda.set_sync_debug_mode("default")
     terms = step.terms(step.model)
     assert torch.isfinite(terms["total"]).all()
+
+
+@pytest.mark.usefixtures("unchecked_reconstruction")
+def test_fit_syncs_once_per_epoch_not_per_step(device: torch.device) -> None:
+    """``examples.training.fit`` with the sync-free objective: the host syncs of an epoch
+    (the batch order's copy to the device, the epoch's loss sums, validation, the
+    learning-rate schedule) do not grow with the number of steps."""
+    from examples import mfm as digits
+    from examples.multiview_data import load_uci_mfeat, standardize
+    from examples.training import Split, fit
+
+    data, _ = standardize(load_uci_mfeat(seed=0))
+    views, labels = data.split("train")
+    prior = MMDPriorLoss(check_finite=False)
+
+    def loss(model: nn.Module, x: dict[str, Tensor], y: Tensor, present: Any) -> dict[str, Tensor]:
+        out = model(x, present)
+        return digits.mfm_objective(out, x, y, present, lambda_x=1.0, lambda_mmd=10.0, prior=prior)
+
+    def split(rows: int, start: int = 0) -> Split:
+        part = {m: v[start : start + rows].to(device) for m, v in views.items()}
+        return Split(part, labels[start : start + rows].to(device))
+
+    validation = split(64, start=512)
+    counts = []
+    for rows in (64, 256):  # 2 and 8 steps of 32 samples
+        torch.manual_seed(0)
+        model = digits.MFM(data.view_shapes, data.num_classes).to(device)
+        fit(model, loss, split(rows), validation, epochs=1, batch_size=32, lr_patience=None)
+        with sync_sites(device) as sites:  # the second fit: everything initialised
+            result = fit(
+                model, loss, split(rows), validation, epochs=1, batch_size=32, lr_patience=None
+            )
+        counts.append(len(sites))
+        assert len(result.history) == 1 and math.isfinite(result.history[0]["total"])
+    assert counts[0] == counts[1], counts
 
 
 # ---------------------------------------------------------------- the prepared check
