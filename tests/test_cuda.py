@@ -45,6 +45,7 @@ import os
 import re
 import subprocess
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -617,25 +618,33 @@ def test_training_step_matches_float64_cpu(device: torch.device, example: str, p
 
 @contextmanager
 def sync_sites(device: torch.device) -> Iterator[list[str]]:
-    """Collect ``folder/file:line`` of every host sync inside the block (CUDA only; on the CPU
-    there is no sync to see and the list stays empty)."""
+    """Collect ``file:line`` of every host sync inside the block (CUDA only; on the CPU
+    there is no sync to see and the list stays empty). A sync raised inside torch (e.g.
+    ``torch._check`` on a tensor, ``pack_padded_sequence``) is attributed to the innermost
+    frame of factorkit or the examples that led to it."""
     sites: list[str] = []
     if device.type != "cuda":
         yield sites
         return
+    ours = (str(Path(factorkit.__file__).parent), str(Path(__file__).parents[1] / "examples"))
+
+    def record(message: Any, category: Any, filename: str, lineno: int, *_: Any) -> None:
+        if "synchroniz" not in str(message):
+            return
+        frames = [f for f in traceback.extract_stack() if f.filename.startswith(ours)]
+        if frames:
+            filename, lineno = frames[-1].filename, frames[-1].lineno or 0
+        sites.append(f"{Path(filename).name}:{lineno}")
+
     torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = record
         torch.cuda.set_sync_debug_mode("warn")
         try:
             yield sites
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    sites += [
-        f"{Path(w.filename).parent.name}/{Path(w.filename).name}:{w.lineno}"
-        for w in caught
-        if "synchroniz" in str(w.message)
-    ]
 
 
 # Files whose host syncs are documented (module docstring): the finiteness checks, the
