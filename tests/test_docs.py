@@ -264,3 +264,26 @@ def test_the_site_loads_no_script_style_or_font_from_elsewhere(site: Path) -> No
     assert {"MathJax_Main-Regular.woff", "MathJax_Math-Italic.woff"} <= {
         p.name for p in fonts.iterdir()
     }
+
+
+def test_the_fidelity_page_covers_every_component() -> None:
+    table = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in (DOCS / "fidelity.md").read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| Component")
+    ]
+    assert all(len(row) == 4 and all(row) for row in table), table
+    components = " / ".join(row[0] for row in table).lower()
+    for component in (
+        "generators",
+        "decoders",
+        "encoders",
+        "objective",
+        "kernel",
+        "estimator",
+        "prior",
+        "surrogate",
+        "training schedule",
+        "interpretation",
+    ):
+        assert component in components, component
