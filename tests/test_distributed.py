@@ -9,6 +9,10 @@ error of the ``two_ranks`` fixture.
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
+import sys
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from examples import training
 from examples.training import Split, cross_entropy_loss, fit
 from factorkit import MMDPriorLoss, mmd
 from factorkit.distributed import all_gather_with_grad, is_distributed, world_info
@@ -484,3 +489,52 @@ def test_fit_distributed_argument_errors(ddp_fit: list[dict[str, Any]]) -> None:
     train, val = _coding_data(torch.float32)
     with pytest.raises(ValueError, match="needs an initialised process group"):
         fit(_Coder(0.0, torch.float32), cross_entropy_loss, train, val, distributed=True)
+
+
+def _digits_example(rank: int, port: int, out: Path) -> dict[str, Any]:
+    """``examples.mfm_digits --distributed`` as torchrun starts it, every fit recorded."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+    )  # fmt: skip
+    calls: list[dict[str, Any]] = []
+
+    def recording_fit(model: nn.Module, loss_fn: Any, *args: Any, **kwargs: Any) -> Any:
+        wrapped: list[bool] = []
+
+        def loss(net: nn.Module, *batch: Any) -> Any:
+            wrapped.append(isinstance(net, DistributedDataParallel))
+            return loss_fn(net, *batch)
+
+        result = fit(model, loss, *args, **kwargs)
+        weights = torch.cat([value.flatten() for value in model.state_dict().values()])
+        calls.append({"name": kwargs.get("description"), "wrapped": wrapped, "weights": weights})
+        return result
+
+    # The example modules bind fit when they are imported: replace it before that.
+    assert "examples.mfm_digits" not in sys.modules and "examples.missing" not in sys.modules
+    training.fit = recording_fit
+    from examples import mfm_digits
+
+    args = ["--distributed", "--subset", "200", "--epochs", "2", "--no-progress", "--no-plots"]
+    metrics = mfm_digits.main([*args, "--out", str(out)])
+    return {"calls": calls, "world_size": metrics["world_size"]}
+
+
+def test_digits_example_trains_every_model_under_ddp(tmp_path: Path) -> None:
+    """The MFM, the baselines, the surrogate and the observed-only models of
+    ``torchrun -m examples.mfm_digits --distributed``: DDP-wrapped, equal on both ranks."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    job = functools.partial(_digits_example, port=port, out=tmp_path / "run")
+    ranks = spawn(job, tmp_path, group=False)
+    names = [call["name"] for call in ranks[0]["calls"]]
+    assert {"MFM", "discriminative", "surrogate", "only pix", "without_pix disc"} <= set(names)
+    assert [call["name"] for call in ranks[1]["calls"]] == names
+    for result in ranks:
+        assert result["world_size"] == WORLD
+        for call in result["calls"]:
+            assert call["wrapped"] and all(call["wrapped"]), call["name"]
+    for first, second in zip(ranks[0]["calls"], ranks[1]["calls"], strict=True):
+        assert torch.equal(first["weights"], second["weights"]), first["name"]
