@@ -13,39 +13,51 @@ import torch
 
 from examples.mfm import MFM, Discriminative, mfm_objective
 from examples.multiview_data import load_uci_mfeat, standardize
-from examples.training import Split, cross_entropy_loss
+from examples.training import Split, autocast, cross_entropy_loss
 from factorkit import MMDPriorLoss
 
 BATCH = 64
 
 
-def make_steps(batch_size: int = BATCH) -> dict[str, Callable[[], None]]:
-    """A closure per model that runs one optimisation step on a fixed batch."""
+def make_steps(
+    batch_size: int = BATCH, device: str = "cpu", compile_mode: str | None = None
+) -> dict[str, Callable[[], None]]:
+    """A closure per model that runs one optimisation step on a fixed batch.
+
+    On CUDA the step runs under the examples' bf16 autocast, as in training. With
+    ``compile_mode`` (``"default"``, ``"reduce-overhead"``, ...) each model's loss
+    function is ``torch.compile``d as ``examples.training.fit(compile=True)`` does.
+    """
     torch.manual_seed(0)
     data, _ = standardize(load_uci_mfeat(seed=0))
     train = Split(*data.split("train"))
     batch = train.take(torch.arange(batch_size))
+    views = {m: v.to(device) for m, v in batch.views.items()}
+    labels = batch.labels.to(device)
+    dev = torch.device(device)
     prior = MMDPriorLoss()
-    mfm = MFM(data.view_shapes, data.num_classes)
-    disc = Discriminative(data.view_shapes, data.num_classes)
+    mfm = MFM(data.view_shapes, data.num_classes).to(device)
+    disc = Discriminative(data.view_shapes, data.num_classes).to(device)
 
     def mfm_loss() -> torch.Tensor:
-        out = mfm(batch.views)
-        terms = mfm_objective(
-            out, batch.views, batch.labels, None, lambda_x=1.0, lambda_mmd=10.0, prior=prior
-        )
+        out = mfm(views)
+        terms = mfm_objective(out, views, labels, None, lambda_x=1.0, lambda_mmd=10.0, prior=prior)
         return terms["total"]
 
     def disc_loss() -> torch.Tensor:
-        return cross_entropy_loss(disc, batch.views, batch.labels, None)["total"]
+        return cross_entropy_loss(disc, views, labels, None)["total"]
 
     def stepper(model: torch.nn.Module, loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, fused=True)
+        if compile_mode is not None:
+            loss = torch.compile(loss, dynamic=False, mode=compile_mode)
 
         def step() -> None:
             optimizer.zero_grad(set_to_none=True)
-            loss().backward()
+            with autocast(dev):
+                value = loss()
+            value.backward()
             optimizer.step()
 
         return step

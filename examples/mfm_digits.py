@@ -133,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "compile": args.compile,
         "progress": progress_bar(not args.no_progress),
+        # Every model below (MFM, baselines, surrogate) trains under DDP with --distributed.
+        "distributed": args.distributed,
     }
     metrics: dict[str, Any] = {"dataset": dataset.name, "device": str(device), "seed": args.seed}
 

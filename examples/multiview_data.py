@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,8 +191,8 @@ def stratified_split(
 
 
 def _check_fractions(fractions: Sequence[float]) -> None:
-    ok = len(fractions) == 3 and fractions[0] > 0 and min(fractions) >= 0
-    if not ok or abs(sum(fractions) - 1.0) > 1e-6:
+    ok = len(fractions) == 3 and fractions[0] > 0 and all(f >= 0 for f in fractions)
+    if not ok or not abs(sum(fractions) - 1.0) <= 1e-6:  # "not <=": NaN fails too
         raise ValueError(
             f"fractions must be (train, validation, test) >= 0 with train > 0 and summing "
             f"to 1, got {tuple(fractions)}"
@@ -279,10 +280,12 @@ def _check_views(source: str, views: Mapping[str, np.ndarray], n: int) -> dict[s
         bad = x32.size - int(np.count_nonzero(finite))
         if bad:
             n_nan = int(np.count_nonzero(np.isnan(x32)))
+            beyond = int(np.count_nonzero(~finite & np.isfinite(x)))
             row = int(np.flatnonzero(~finite.reshape(n, -1).all(axis=1))[0])
             raise ValueError(
-                f"{where} has {bad} non-finite values as float32 ({n_nan} NaN, {bad - n_nan} "
-                f"inf or beyond float32 range), first in row {row}"
+                f"{where} has {bad} non-finite values as float32 ({n_nan} NaN, "
+                f"{bad - n_nan - beyond} inf, {beyond} finite values beyond the float32 "
+                f"range), first in row {row}"
             )
         checked[view] = x32
     return checked
@@ -327,9 +330,12 @@ def load_npz(
     not be dropped silently). Nothing is unpickled.
 
     Raises:
-        ValueError: naming the file, the array and the shapes, for: missing ``labels``,
-            no views, unknown keys, unequal N, NaN/inf (counted), non-integer labels,
-            split values outside {0, 1, 2}, an empty split, object arrays.
+        ValueError: naming the file, the array and the shapes, for: a truncated or
+            corrupt archive or member (a CRC error included), missing ``labels``, no
+            views, unknown keys, unequal N, NaN/inf and finite values beyond the float32
+            range (counted; the rule of ``examples/sentiment_data.py`` too), non-integer
+            labels, split values outside {0, 1, 2}, an empty split, object arrays.
+        FileNotFoundError: no such file.
     """
     source = str(path)
     arrays = _read_npz(source)
@@ -350,12 +356,17 @@ def load_npz(
     )
 
 
+# What numpy and zipfile raise on a truncated or corrupt archive or member (a CRC
+# mismatch is a BadZipFile, a damaged compressed stream a zlib.error).
+_NPZ_DAMAGE = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError)
+
+
 def _read_npz(source: str) -> dict[str, np.ndarray]:
     try:
         archive = np.load(source, allow_pickle=False)
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+    except (*_NPZ_DAMAGE, ValueError) as err:
         raise ValueError(f"{source}: not a readable .npz archive ({err})") from err
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{source}: not an .npz archive but one array (save with numpy.savez)")
@@ -366,6 +377,11 @@ def _read_npz(source: str) -> dict[str, np.ndarray]:
                 arrays[key] = archive[key]
             except ValueError as err:  # object arrays need pickle, which is refused
                 raise ValueError(f"{source}: cannot read {key!r}: {err}") from err
+            except _NPZ_DAMAGE as err:
+                raise ValueError(
+                    f"{source}: cannot read {key!r}, the archive is truncated or corrupt "
+                    f"({type(err).__name__}: {err})"
+                ) from err
     return arrays
 
 

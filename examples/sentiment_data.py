@@ -15,6 +15,13 @@ Conventions:
     * Non-finite features: -inf, +inf and NaN are set to 0 (COVAREP writes -inf for
       log-energies of silent frames; the usual convention is to zero them). Each loader
       warns once per modality that had any, with the counts.
+    * Finite values beyond the float32 range (magnitude above 3.4028235e38, e.g. 1e300
+      in a float64 file) are an error naming the file, the array and the count: they are
+      not markers of missing data, and zeroing them (or keeping them as inf) would change
+      the data silently. :func:`examples.multiview_data.load_npz` follows the same rule.
+    * Unreadable files (truncated, empty, corrupt, not HDF5 or not a pickle) raise a
+      ValueError naming the file and the problem; a missing file raises
+      FileNotFoundError.
     * Padding: a step is padding when every modality is all-zero at that step. With
       ``padding="auto"`` the side is the one with more such steps at the sequence edges,
       counted over all splits (ties: ``"front"``, the MFN convention). All-zero steps
@@ -28,9 +35,11 @@ Pickles execute code when loaded: only load files you trust.
 
 from __future__ import annotations
 
+import math
 import pickle
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -318,11 +327,28 @@ def _common_modalities(available: Mapping[str, set[str]], source: str) -> set[st
     return common
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _as_float32(x: Any, what: str) -> np.ndarray:
+    """``x`` as a float32 array; finite values beyond the float32 range are an error."""
     try:
-        return np.array(x, dtype=np.float32)
-    except (TypeError, ValueError) as error:
+        wide = np.asarray(x)
+        if wide.dtype.kind not in "biuf":  # objects, strings: numbers or an error
+            wide = np.asarray(wide, dtype=np.float64)
+        with np.errstate(over="ignore"):  # overflow is reported below, with a count
+            out = np.array(wide, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as error:
         raise ValueError(f"{what}: cannot read as a float array ({error})") from error
+    if wide.dtype.kind == "f" and wide.dtype.itemsize > 4:
+        beyond = np.isinf(out) & np.isfinite(wide)
+        if beyond.any():
+            raise ValueError(
+                f"{what}: {int(beyond.sum())} finite values beyond the float32 range "
+                f"(largest magnitude {np.abs(wide[beyond]).max():.3g} > {FLOAT32_MAX:.8g}); "
+                "rescale them before loading"
+            )
+    return out
 
 
 def _one_hot_to_index(y: np.ndarray, what: str) -> np.ndarray:
@@ -348,16 +374,45 @@ def _import_h5py() -> ModuleType:
     return h5py
 
 
+# What h5py raises on a truncated, empty, random or corrupt file, at opening or later
+# when a damaged object is reached (e.g. KeyError('message not aligned')).
+_H5_DAMAGE = (OSError, RuntimeError, KeyError, TypeError, AttributeError, UnicodeDecodeError)
+
+
+@contextmanager
+def _reading_h5(path: Path) -> Iterator[Any]:
+    """An open HDF5 file; damage found while reading it becomes a ValueError naming it."""
+    h5py = _import_h5py()
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except FileNotFoundError:
+        raise
+    except _H5_DAMAGE as error:
+        raise ValueError(
+            f"{path}: unreadable HDF5 file, truncated or corrupt ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _dataset(h5py: ModuleType, node: Any, path: Path, key: str) -> Any:
+    """``node`` if it is an HDF5 dataset (an array), else a ValueError naming the file."""
+    if not isinstance(node, h5py.Dataset):
+        raise ValueError(
+            f"{path}: {key!r} is a {type(node).__name__}, expected a dataset (an array)"
+        )
+    return node
+
+
 # ---------------------------------------------------------------- MFN h5 layout
 
 
 def _read_h5_array(path: Path) -> np.ndarray:
     """The array under ``d1`` (newer MFN files) or ``data`` (older ones), as float32."""
     h5py = _import_h5py()
-    with h5py.File(path, "r") as f:
+    with _reading_h5(path) as f:
         for key in ("d1", "data"):
             if key in f:
-                return _as_float32(f[key][()], str(path))
+                return _as_float32(_dataset(h5py, f[key], path, key)[()], str(path))
         raise ValueError(f"{path}: expected a dataset under key 'd1' or 'data', got {sorted(f)}")
 
 
@@ -421,8 +476,10 @@ def load_mfn_h5(
         POM, (N,) otherwise.
 
     Raises:
-        ValueError: unknown dataset, a missing split or label file, a file without ``d1``
-            or ``data``, wrong ranks, or N/T that differ between files of a split.
+        ValueError: unknown dataset, a missing split or label file, a truncated, empty or
+            corrupt file, a file without a ``d1`` or ``data`` dataset, wrong ranks, N/T
+            that differ between files of a split, or finite values beyond the float32
+            range; each names the file.
         ImportError: h5py is not installed.
     """
     if dataset not in MFN_DATASETS:
@@ -480,6 +537,36 @@ def _as_id(value: Any) -> str:
     return str(value)
 
 
+# What unpickling raises on a truncated, empty or corrupt file: pickle's documentation
+# names the first five; damaged lengths, strings and numpy array states give the others.
+_PICKLE_DAMAGE = (
+    pickle.UnpicklingError,
+    EOFError,
+    AttributeError,
+    ImportError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ValueError,
+    OverflowError,
+    MemoryError,
+    RuntimeError,
+    SystemError,
+)
+
+
+def _read_pickle(path: Path) -> Any:
+    """The unpickled object; damage becomes a ValueError naming the file."""
+    with open(path, "rb") as f:
+        try:
+            # latin1 reads the numpy arrays inside pickles written by Python 2.
+            return pickle.load(f, encoding="latin1")
+        except _PICKLE_DAMAGE as error:
+            raise ValueError(
+                f"{path}: unreadable pickle, truncated or corrupt ({type(error).__name__}: {error})"
+            ) from error
+
+
 def load_multibench_pickle(
     path: str | Path, *, padding: Padding | Literal["auto"] = "auto"
 ) -> SequenceDataset:
@@ -506,12 +593,12 @@ def load_multibench_pickle(
         modalities[name]: (N, T, D), T = 50 in the MulT files. labels: (N,) or (N, K).
 
     Raises:
-        ValueError: not a dict of splits, a missing split or key, wrong ranks, N that
-            differ between modalities and labels, or labels of another shape.
+        ValueError: a truncated or corrupt pickle, not a dict of splits, a missing split
+            or key, wrong ranks, N that differ between modalities and labels, labels of
+            another shape, or finite values beyond the float32 range; each names the file.
+        FileNotFoundError: no such file.
     """
-    with open(path, "rb") as f:
-        # latin1 reads the numpy arrays inside pickles written by Python 2.
-        data = pickle.load(f, encoding="latin1")
+    data = _read_pickle(Path(path))
     name = Path(path).name
     if not isinstance(data, Mapping) or any(s not in data for s in SPLITS):
         found = sorted(data) if isinstance(data, Mapping) else type(data).__name__
@@ -549,18 +636,21 @@ def load_multibench_pickle(
 def _read_csd(path: Path) -> dict[str, np.ndarray]:
     """id -> float32 (L, D) features of one computational sequence; checks intervals."""
     h5py = _import_h5py()
-    with h5py.File(path, "r") as f:
+    with _reading_h5(path) as f:
         roots = [key for key in f if isinstance(f[key], h5py.Group) and "data" in f[key]]
         if len(roots) != 1:
             raise ValueError(f"{path}: expected one root group holding 'data', got {sorted(f)}")
         data = f[roots[0]]["data"]
+        if not isinstance(data, h5py.Group):
+            raise ValueError(f"{path}: '{roots[0]}/data' must be a group of ids, got a dataset")
         sequences = {}
         for video in data:
             entry = data[video]
-            if "features" not in entry or "intervals" not in entry:
+            if not isinstance(entry, h5py.Group) or not {"features", "intervals"} <= set(entry):
                 raise ValueError(f"{path}: {video!r} needs 'features' and 'intervals'")
-            features = _as_float32(entry["features"][()], f"{path} {video!r} features")
-            intervals = entry["intervals"].shape
+            node = _dataset(h5py, entry["features"], path, f"{video}/features")
+            features = _as_float32(node[()], f"{path} {video!r} features")
+            intervals = _dataset(h5py, entry["intervals"], path, f"{video}/intervals").shape
             if features.ndim != 2 or intervals != (features.shape[0], 2):
                 raise ValueError(
                     f"{path}: {video!r} has features {features.shape} and intervals "
@@ -598,6 +688,9 @@ def _csd_splits(
         return {s: sorted(cut[s]) for s in SPLITS}
     if sorted(splits) != sorted(SPLITS):
         raise ValueError(f"splits must have keys {SPLITS}, got {sorted(splits)}")
+    for split in SPLITS:
+        if isinstance(splits[split], str):
+            raise ValueError(f"splits[{split!r}] must be a list of ids, got the string")
     owner: dict[str, str] = {}
     for split in SPLITS:
         for fold_id in splits[split]:
@@ -611,6 +704,14 @@ def _csd_splits(
             unassigned += 1
         else:
             assigned[split_of].append(sample_id)
+    unmatched = [s for s in SPLITS if splits[s] and not assigned[s]]
+    if unmatched:
+        examples = {s: list(splits[s])[:3] for s in unmatched}
+        raise ValueError(
+            f"splits: the ids of {', '.join(unmatched)} match no sample ({examples}; the "
+            f"samples' ids are e.g. {list(ids[:3])}; a fold id 'v' takes 'v' and 'v[0]', "
+            "'v[1]'...)"
+        )
     if unassigned:
         warnings.warn(f"{unassigned} ids are in no split; dropped", stacklevel=3)
     return assigned
@@ -708,14 +809,25 @@ def load_csd(
         modalities[name]: (N, num_steps, D). labels: (N,) or (N, K).
 
     Raises:
-        ValueError: a file not in that layout, intervals that do not match features,
-            feature sizes that differ between ids, no shared id, multi-row labels.
+        ValueError: a truncated, empty or corrupt file or one not in that layout,
+            intervals that do not match features, finite values beyond the float32 range
+            (each naming the file), feature sizes that differ between ids, no shared id,
+            multi-row labels, a split in ``splits`` whose ids match no sample, or
+            fractions outside [0, 1) or summing to 1 or more.
+        FileNotFoundError: no such file.
         ImportError: h5py is not installed.
     """
-    if num_steps < 1 or keep not in ("first", "last") or padding not in ("front", "end"):
+    steps_ok = isinstance(num_steps, int) and not isinstance(num_steps, bool) and num_steps >= 1
+    if not steps_ok or keep not in ("first", "last") or padding not in ("front", "end"):
         raise ValueError(
-            f"need num_steps >= 1, keep in ('first', 'last'), padding in ('front', 'end'); "
-            f"got {num_steps}, {keep!r}, {padding!r}"
+            f"need an int num_steps >= 1, keep in ('first', 'last'), padding in ('front', "
+            f"'end'); got {num_steps!r}, {keep!r}, {padding!r}"
+        )
+    fractions = (valid_fraction, test_fraction)
+    if not all(0 <= f < 1 for f in fractions) or not math.fsum(fractions) < 1:
+        raise ValueError(
+            "valid_fraction and test_fraction must lie in [0, 1) and sum to less than 1, "
+            f"got {valid_fraction!r} and {test_fraction!r}"
         )
     if not paths:
         raise ValueError("paths must name at least one modality")
@@ -723,7 +835,7 @@ def load_csd(
     labels = _read_csd(Path(labels_path))
     ids = _aligned_ids({**sequences, "labels": labels})
     sizes = {m: _feature_size(s, ids, m) for m, s in sequences.items()}
-    by_split = _csd_splits(ids, splits, (valid_fraction, test_fraction), seed)
+    by_split = _csd_splits(ids, splits, fractions, seed)
     raw = {}
     for split, split_ids in by_split.items():
         stacked = {

@@ -172,11 +172,17 @@ def fit(
         progress: a tqdm-like factory wrapping the epoch range, or ``None``.
         description: label for the progress bar.
         distributed: train with DistributedDataParallel in an initialised process
-            group: each epoch a ``DistributedSampler`` gives every rank its share of the
-            training set, each rank takes ``batch_size // world_size`` samples per step
-            (the global batch stays ``batch_size``), and gradients are averaged by DDP.
-            Validation runs on every rank on identical weights, so all ranks stop at the
-            same epoch.
+            group of W ranks. The loss sees the DDP-wrapped model, so gradients are
+            averaged over the ranks and the replicas stay bitwise equal. Each epoch a
+            ``DistributedSampler`` shuffle gives every rank its own equal share of the
+            training set, and every rank takes ``batch_size // W`` samples per step
+            (the global batch stays ``batch_size``, which W must divide), so all ranks
+            run the same number of steps. ``train_presence`` is drawn for the global
+            batch (the same on every rank) and each rank keeps the rows of its samples.
+            The global RNG (dropout) is seeded with ``seed + rank``. Validation runs on
+            every rank and its numbers, like the history's loss terms, are averaged over
+            the ranks, so every rank takes the same early-stopping and learning-rate
+            decisions.
         keep: ``"best"`` keeps the weights of the best validation epoch and stops
             early after ``patience``; ``"last"`` trains all ``epochs`` and keeps the
             final weights (validation still drives the learning-rate schedule).
@@ -187,8 +193,22 @@ def fit(
     if (validation is None) == (validate is None):
         raise ValueError("give exactly one of validation and validate")
     device = train.labels.device
+    rank, world = 0, 1
+    if distributed:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError(
+                "fit(distributed=True) needs an initialised process group "
+                "(torch.distributed.init_process_group, e.g. under torchrun)"
+            )
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if batch_size % world:
+            raise ValueError(
+                f"fit(distributed=True): batch_size {batch_size} is the global batch and "
+                f"must be divisible by the world size {world}"
+            )
+    per_step = batch_size // world
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed + rank)
     # One fused kernel for all parameters: the per-tensor loop dominates small models.
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     scheduler = None
@@ -197,10 +217,8 @@ def fit(
             optimizer, factor=0.5, patience=lr_patience
         )
     step: Any = torch.compile(loss_fn, dynamic=False) if compile else loss_fn
-    net, per_step = model, batch_size
-    if distributed:
-        net = nn.parallel.DistributedDataParallel(model)
-        per_step = batch_size // dist.get_world_size()
+    # DDP starts every rank from rank 0's weights and averages the gradients in backward.
+    net = nn.parallel.DistributedDataParallel(model) if distributed else model
     if validate is None:
         predict = predict or model.predict  # type: ignore[assignment]
     result = FitResult(best_epoch=0, best_accuracy=-1.0)
@@ -212,18 +230,26 @@ def fit(
     if progress is not None and hasattr(bar, "set_description"):
         bar.set_description(description)
     for epoch in bar:
-        model.train()
+        net.train()
         # Summed on the device and read once per epoch: no host sync per step and term.
         sums: dict[str, Tensor] = {}
         order = epoch_order(len(train), generator, seed, epoch, distributed).to(device)
         end = len(order) - per_step + 1 if drop_last else len(order)
         batches = [order[i : i + per_step] for i in range(0, end, per_step)]
+        if not batches:
+            raise ValueError(
+                f"fit: {len(order)} training samples (per rank) give no batch of {per_step}"
+            )
         for index in batches:
             batch = train.take(index)
             present = batch.present
             if train_presence is not None:
-                present = train_presence(len(index), generator)
-                present = {m: p.to(device) for m, p in present.items()} if present else None
+                # The sampler deals the epoch's order to the ranks in turn, so rank r's
+                # j-th sample is row j * world + r of the global batch.
+                present = train_presence(len(index) * world, generator)
+                present = (
+                    {m: p[rank::world].to(device) for m, p in present.items()} if present else None
+                )
             with autocast(device):
                 if isinstance(batch, Split):
                     terms = step(net, batch.views, batch.labels, present)
@@ -236,13 +262,6 @@ def fit(
                 sums[name] = sums[name] + value.detach() if name in sums else value.detach()
             steps += 1
         model.eval()
-        if distributed:
-            # DDP keeps replicas equal only as long as every update is bitwise equal; we
-            # saw them drift apart by round-off, so rank 0's weights are re-broadcast
-            # each epoch, and the early-stopping decision uses rank 0's numbers: ranks
-            # that stopped at different epochs would pair up mismatched collectives.
-            for tensor in model.state_dict().values():
-                dist.broadcast(tensor, src=0)
         with autocast(device):
             if validate is None:
                 assert validation is not None
@@ -251,12 +270,19 @@ def fit(
             else:
                 with torch.no_grad():
                     val_accuracy, val_loss = math.nan, float(validate())
+        mean_terms = torch.stack([value.double() for value in sums.values()]) / len(batches)
         if distributed:
-            shared = torch.tensor([val_accuracy, val_loss], dtype=torch.float64, device=device)
-            dist.broadcast(shared, src=0)
-            val_accuracy, val_loss = shared.tolist()
+            # Averaged over the ranks: the terms of the global batch, and validation
+            # numbers that are the same on every rank by construction, so no rank can
+            # stop at another epoch (and leave its peers waiting in a collective).
+            val = torch.tensor([val_accuracy, val_loss], dtype=torch.float64, device=device)
+            shared = torch.cat([mean_terms, val])
+            dist.all_reduce(shared)
+            shared /= world
+            mean_terms, (val_accuracy, val_loss) = shared[:-2], shared[-2:].tolist()
+        means = dict(zip(sums, mean_terms.tolist(), strict=True))
         shown = {"val_accuracy": val_accuracy} if validate is None else {"val_loss": val_loss}
-        result.history.append({**{k: float(v) / len(batches) for k, v in sums.items()}, **shown})
+        result.history.append({**means, **shown})
         if scheduler is not None:
             scheduler.step(val_loss)
         # Validation accuracy saturates on easy data; its ties go to the lower loss.
@@ -268,7 +294,7 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(
-                loss=f"{float(sums['total']) / len(batches):.3f}",
+                loss=f"{means['total']:.3f}",
                 **{k.replace("accuracy", "acc"): f"{v:.3f}" for k, v in shown.items()},
             )
         if keep == "best" and epoch - result.best_epoch >= patience:

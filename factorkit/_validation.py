@@ -112,7 +112,10 @@ def check_vectors(
 
 
 def check_finite(
-    groups: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor] | None
+    groups: Mapping[str, Mapping[str, Tensor]],
+    present: Mapping[str, Tensor] | None,
+    *,
+    kind: str = "modality",
 ) -> None:
     """Raise if a present row of any tensor holds NaN or inf; one host sync for all.
 
@@ -122,6 +125,7 @@ def check_finite(
     Args:
         groups: a label naming the role (e.g. ``"target"``) -> modality name -> tensor.
         present: modality name -> which rows to inspect, or ``None`` for all.
+        kind: what the names are, for the message (``"modality"`` or ``"latent"``).
 
     Raises:
         ValueError: naming every modality and role with non-finite present values, the
@@ -142,7 +146,7 @@ def check_finite(
             counts.append(bad.sum())
     found = torch.stack(counts).tolist()
     errors = [
-        f"modality {name!r}: {count} non-finite value{'s' if count > 1 else ''} in the "
+        f"{kind} {name!r}: {count} non-finite value{'s' if count > 1 else ''} in the "
         f"present rows of the {label} (shape {shape})"
         for (name, label, shape), count in zip(where, found, strict=True)
         if count

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 import torch
 from torch import Tensor
 
-from factorkit._validation import check_names
+from factorkit._validation import check_modality_names, check_names
 
 __all__ = ["any_present", "check_presence", "fill_absent", "random_presence"]
 
@@ -32,7 +32,8 @@ def check_presence(
         The same tensors, keyed in sorted order.
 
     Raises:
-        ValueError: unknown or missing names, a non-bool dtype, or a shape other than (B,).
+        ValueError: unknown or missing names, a non-tensor, a non-bool dtype, or a shape
+            other than (B,).
 
     Shapes:
         present[name]: (B,) bool. Returns: name -> (B,) bool.
@@ -41,6 +42,10 @@ def check_presence(
     out: dict[str, Tensor] = {}
     for name in sorted(names):
         mask = present[name]
+        if not isinstance(mask, Tensor):
+            raise ValueError(
+                f"modality {name!r}: presence mask must be a bool tensor, got {type(mask).__name__}"
+            )
         if mask.dtype != torch.bool:
             raise ValueError(f"modality {name!r}: presence mask must be bool, got {mask.dtype}")
         if mask.shape != (batch_size,):
@@ -55,18 +60,35 @@ def check_presence(
 def any_present(present: Mapping[str, Tensor]) -> Tensor:
     """Samples with at least one observed modality.
 
+    Raises:
+        ValueError: no modality, or masks of different shapes (naming them).
+
     Shapes:
         present[name]: (B,) bool. Returns: (B,) bool.
     """
+    if not present:
+        raise ValueError("any_present: the presence mask names no modality")
+    shapes = {name: tuple(present[name].shape) for name in sorted(present)}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"any_present: presence masks differ in shape: {shapes}")
     return torch.stack([present[name] for name in sorted(present)]).any(dim=0)
 
 
 def fill_absent(x: Tensor, present: Tensor, value: float = 0.0) -> Tensor:
     """Replace the rows of absent samples by ``value`` (NaN-safe).
 
+    Raises:
+        ValueError: ``present`` is not bool of shape (B,) for the B of ``x`` (a mask of
+            another length would otherwise broadcast silently).
+
     Shapes:
         x: (B, ...). present: (B,) bool. Returns: like ``x``.
     """
+    if x.dim() == 0 or present.dtype != torch.bool or present.shape != x.shape[:1]:
+        raise ValueError(
+            f"fill_absent: expected a bool presence mask of shape (B,) for x of shape "
+            f"{tuple(x.shape)} (B, ...), got {present.dtype} {tuple(present.shape)}"
+        )
     keep = present.reshape(present.shape + (1,) * (x.dim() - 1))
     return torch.where(keep, x, torch.full((), value, dtype=x.dtype, device=x.device))
 
@@ -86,14 +108,18 @@ def random_presence(
     ``missing_rate`` for few modalities.
 
     Args:
-        names: modality names.
-        batch_size: B.
+        names: modality names (at least one, no repeats).
+        batch_size: B >= 0.
         missing_rate: probability in [0, 1) that a modality is absent.
         generator: optional random generator for reproducibility (on ``device``).
         device: where the masks live.
 
     Returns:
         modality name -> (B,) bool, sorted by name.
+
+    Raises:
+        ValueError: no names, a repeated name or a single string as ``names``, a
+            ``batch_size`` that is not an int >= 0, or ``missing_rate`` outside [0, 1).
 
     Shapes:
         Returns: name -> (B,) bool, with at least one True per sample across names.
@@ -103,9 +129,16 @@ def random_presence(
         >>> torch.stack(list(present.values())).any(dim=0).all()
         tensor(True)
     """
-    if not 0.0 <= missing_rate < 1.0:
-        raise ValueError(f"missing_rate must be in [0, 1), got {missing_rate}")
-    order = sorted(names)
+    if isinstance(names, str):
+        raise ValueError(f"names must be a collection of modality names, not the string {names!r}")
+    order = check_modality_names(names)
+    if len(set(order)) != len(order):
+        raise ValueError(f"names repeat a modality: {list(order)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"batch_size must be an int >= 0, got {batch_size!r}")
+    rate_ok = isinstance(missing_rate, int | float) and not isinstance(missing_rate, bool)
+    if not rate_ok or not 0.0 <= missing_rate < 1.0:
+        raise ValueError(f"missing_rate must be a number in [0, 1), got {missing_rate!r}")
     drop = torch.rand(len(order), batch_size, generator=generator, device=device) < missing_rate
     keep = ~drop
     rescue = torch.randint(len(order), (batch_size,), generator=generator, device=device)

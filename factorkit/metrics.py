@@ -19,14 +19,18 @@ The definitions follow the multimodal sentiment literature (MFN, MFM, MulT, MISA
   class's support (``"weighted"``, as scikit-learn's ``average="weighted"``) or
   uniformly over the classes present in the labels or predictions (``"macro"``).
 
-Inputs are torch tensors or numpy arrays; they are compared in float64 and each metric
-returns a 0-d float64 tensor (per-target metrics: a (K,) tensor) on the input's device.
-Non-finite inputs raise a ValueError instead of being averaged.
+Inputs are torch tensors, numpy arrays or lists; they are compared in float64 and each
+metric returns a 0-d float64 tensor (per-target metrics: a (K,) tensor) on the input's
+device. Results do not depend on the scale of the data: scores of 1e-200 or 1e200 give
+the same correlation as scores near 1. Non-finite, complex or empty inputs, and NaN or
+infinite thresholds, raise a ValueError instead of being averaged.
 """
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+import math
+import numbers
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -47,9 +51,21 @@ __all__ = [
 ArrayLike: TypeAlias = "Tensor | np.ndarray"
 
 
+def _as_tensor(name: str, arg: str, value: ArrayLike) -> Tensor:
+    """``torch.as_tensor`` with its conversion errors (strings, objects, huge Python
+    integers) reported as a ValueError naming the metric and the argument."""
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{name}: {arg} is not a numeric array ({error})") from error
+    if t.is_complex():
+        raise ValueError(f"{name}: {arg} must be real, got {t.dtype}")
+    return t
+
+
 def _pair(name: str, y_hat: ArrayLike, y: ArrayLike, ndim: int | None) -> tuple[Tensor, Tensor]:
     """Both inputs as float64 tensors of one shape, checked."""
-    a, b = torch.as_tensor(y_hat), torch.as_tensor(y)
+    a, b = _as_tensor(name, "y_hat", y_hat), _as_tensor(name, "y", y)
     if a.shape != b.shape:
         raise ValueError(
             f"{name}: y_hat and y must have the same shape, got {tuple(a.shape)} and "
@@ -75,13 +91,34 @@ def mae(y_hat: ArrayLike, y: ArrayLike) -> Tensor:
         y_hat, y: any shape, the same for both. Output: () float64.
     """
     a, b = _pair("mae", y_hat, y, None)
-    return (a - b).abs().mean()
+    return _mae_columns(a.reshape(-1, 1), b.reshape(-1, 1))[0]
+
+
+def _mae_columns(a: Tensor, b: Tensor) -> Tensor:
+    """Mean of ``|a - b|`` down each column, also where finite values near float64's
+    limit make a difference or the running sum overflow (inf only if the mean does)."""
+    out = (a - b).abs().mean(0)
+    if bool(out.isinf().any()):
+        half = (a / 2 - b / 2).abs()
+        peak = half.amax(0).clamp_min(torch.finfo(half.dtype).tiny)
+        out = torch.where(out.isinf(), (half / peak).mean(0) * peak * 2, out)
+    return out
+
+
+def _unit_centred(x: Tensor) -> Tensor:
+    """Each column divided by its largest magnitude, then centred.
+
+    The correlation does not depend on the scale, and after the division the sums of
+    squares can neither overflow (data near 1e200) nor underflow (near 1e-200). A
+    constant column becomes exactly 0, so its correlation is 0/0 = NaN.
+    """
+    x = x / x.abs().amax(0).clamp_min(torch.finfo(x.dtype).tiny)
+    return x - x.mean(0)
 
 
 def _corr_columns(a: Tensor, b: Tensor) -> Tensor:
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    return (a * b).sum(0) / ((a * a).sum(0) * (b * b).sum(0)).sqrt()
+    a, b = _unit_centred(a), _unit_centred(b)
+    return (a * b).sum(0) / ((a * a).sum(0).sqrt() * (b * b).sum(0).sqrt())
 
 
 def pearson_corr(y_hat: ArrayLike, y: ArrayLike) -> Tensor:
@@ -104,7 +141,7 @@ def per_target_mae(y_hat: ArrayLike, y: ArrayLike) -> Tensor:
         y_hat, y: (N, K). Output: (K,) float64; ``.mean()`` is the usual summary.
     """
     a, b = _pair("per_target_mae", y_hat, y, 2)
-    return (a - b).abs().mean(0)
+    return _mae_columns(a, b)
 
 
 def per_target_corr(y_hat: ArrayLike, y: ArrayLike) -> Tensor:
@@ -122,6 +159,10 @@ def per_target_corr(y_hat: ArrayLike, y: ArrayLike) -> Tensor:
 def _binarize(
     name: str, y_hat: ArrayLike, y: ArrayLike, exclude_zero: bool, threshold: float
 ) -> tuple[Tensor, Tensor]:
+    if not isinstance(exclude_zero, bool | np.bool_):
+        raise ValueError(f"{name}: exclude_zero must be True or False, got {exclude_zero!r}")
+    if not _is_real(threshold) or not math.isfinite(threshold):
+        raise ValueError(f"{name}: threshold must be a finite real number, got {threshold!r}")
     a, b = _pair(name, y_hat, y, 1)
     if not exclude_zero:
         return (a >= threshold).long(), (b >= threshold).long()
@@ -179,8 +220,13 @@ def accuracy_7(y_hat: ArrayLike, y: ArrayLike) -> Tensor:
     return (pred == true).to(torch.float64).mean()
 
 
+def _is_real(value: Any) -> bool:
+    """A real number (Python or numpy scalar), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
 def _labels(name: str, y_hat: ArrayLike, y: ArrayLike) -> tuple[Tensor, Tensor]:
-    a, b = torch.as_tensor(y_hat), torch.as_tensor(y)
+    a, b = _as_tensor(name, "y_hat", y_hat), _as_tensor(name, "y", y)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(
             f"{name}: expected two label vectors of shape (N,), got {tuple(a.shape)} and "
@@ -189,7 +235,7 @@ def _labels(name: str, y_hat: ArrayLike, y: ArrayLike) -> tuple[Tensor, Tensor]:
     if a.numel() == 0:
         raise ValueError(f"{name}: got empty inputs")
     for arg, t in (("y_hat", a), ("y", b)):
-        if t.is_floating_point() or t.is_complex():
+        if t.is_floating_point():
             raise ValueError(f"{name}: {arg} must hold integer class labels, got {t.dtype}")
     a, b = a.long(), b.long()
     if bool((a < 0).any() or (b < 0).any()):
@@ -231,11 +277,13 @@ def f1(
     ``"weighted"`` averages with weights equal to the class support (the number of true
     samples of the class), as scikit-learn's ``average="weighted"``; ``"macro"`` averages
     uniformly over the classes present in ``y`` or ``y_hat``, as scikit-learn does.
+    Classes absent from both inputs change neither average, so only the label values
+    present are counted: memory grows with N, not with the largest label.
 
     Args:
-        y_hat: Predicted labels in [0, num_classes).
-        y: True labels in [0, num_classes).
-        num_classes: Number of classes; inferred from the largest label when None.
+        y_hat: Predicted labels, non-negative integers (below ``num_classes`` if given).
+        y: True labels, likewise.
+        num_classes: Number of classes, only to check the labels; None: any label value.
         average: ``"weighted"`` or ``"macro"``.
 
     Shapes:
@@ -243,10 +291,14 @@ def f1(
     """
     if average not in ("weighted", "macro"):
         raise ValueError(f"f1: average must be 'weighted' or 'macro', got {average!r}")
+    if num_classes is not None and (
+        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
+    ):
+        raise ValueError(f"f1: num_classes must be a positive int or None, got {num_classes!r}")
     pred, true = _labels("f1", y_hat, y)
     largest = int(torch.maximum(pred.max(), true.max()))
-    if num_classes is None:
-        num_classes = largest + 1
-    elif largest >= num_classes:
+    if num_classes is not None and largest >= num_classes:
         raise ValueError(f"f1: label {largest} is out of range for num_classes={num_classes}")
-    return _f1_from_labels(pred, true, num_classes, average)
+    classes, index = torch.unique(torch.cat([pred, true]), return_inverse=True)
+    n = pred.shape[0]
+    return _f1_from_labels(index[:n], index[n:], classes.shape[0], average)

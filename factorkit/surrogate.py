@@ -25,6 +25,7 @@ from factorkit._validation import (
     check_vectors,
     per_modality,
 )
+from factorkit._validation import check_finite as check_all_finite
 from factorkit.heads import FactorizedHead
 from factorkit.latents import FactorizedLatents
 from factorkit.masks import any_present, check_presence, fill_absent
@@ -444,6 +445,7 @@ def surrogate_loss(
     detach_target: bool = ...,
     weights: Mapping[str, float] | None = ...,
     per_latent: Literal[False] = ...,
+    check_finite: bool = ...,
 ) -> Tensor: ...
 
 
@@ -455,6 +457,7 @@ def surrogate_loss(
     detach_target: bool = ...,
     weights: Mapping[str, float] | None = ...,
     per_latent: Literal[True],
+    check_finite: bool = ...,
 ) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
@@ -465,6 +468,7 @@ def surrogate_loss(
     detach_target: bool = True,
     weights: Mapping[str, float] | None = None,
     per_latent: bool = False,
+    check_finite: bool = True,
 ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
     """Code matching: MSE between surrogate codes and the full-data codes they stand for.
 
@@ -486,10 +490,18 @@ def surrogate_loss(
             them attached: ``False`` reproduces that.
         weights: a weight per latent (``"shared"`` or a modality name); unnamed ones 1.
         per_latent: also return the unweighted term of every latent (for logging).
+        check_finite: raise on NaN/inf in the compared rows of either code, as
+            :func:`~factorkit.reconstruction_loss` does (one host sync; skipped under
+            :func:`torch.compile`).
 
     Returns:
         The weighted sum of the terms (a scalar), and with ``per_latent=True`` also a
         dict latent name -> unweighted term.
+
+    Raises:
+        ValueError: latents or shapes that differ, unknown weight names, or (with
+            ``check_finite``) non-finite compared values: the message names each such
+            latent, whether the surrogate or the target code, and the count.
 
     Shapes:
         surrogate, target: shared (B, Dy), private[m] (B, Da_m). Returns: ().
@@ -506,20 +518,26 @@ def surrogate_loss(
     if detach_target:
         target = target.detach()
     targets = dict(target.items())
-    terms = {}
+    terms, rows = {}, {}
     for name, code in surrogate.items():
         if code.shape != targets[name].shape:
             raise ValueError(
                 f"latent {name!r}: surrogate code of shape {tuple(code.shape)}, "
                 f"target code of shape {tuple(targets[name].shape)}"
             )
-        rows = _both(surrogate.mask(name), target.mask(name))
-        terms[name] = masked_mse(code, targets[name], rows)
+        rows[name] = _both(surrogate.mask(name), target.mask(name))
+        terms[name] = masked_mse(code, targets[name], rows[name])
     first = terms[SHARED]
     total = sum(
         (terms[n] * (1.0 if weights is None else weights.get(n, 1.0)) for n in names),
         start=torch.zeros((), dtype=first.dtype, device=first.device),
     )
+    # As in reconstruction_loss: read the total first, name the culprits only if needed.
+    if check_finite and not torch.compiler.is_compiling() and not bool(total.isfinite()):
+        batch = first.new_ones(surrogate.shared.shape[0], dtype=torch.bool)
+        compared = {n: batch if r is None else r for n, r in rows.items()}
+        codes = {"surrogate code": dict(surrogate.items()), "target code": targets}
+        check_all_finite(codes, compared, kind="latent")
     return (total, terms) if per_latent else total
 
 
@@ -535,23 +553,37 @@ class SurrogateLoss(nn.Module):
     Args:
         detach_target: stop the gradient into the target codes (default ``True``).
         weights: a weight per latent (``"shared"`` or a modality name); unnamed ones 1.
+        check_finite: raise on NaN/inf in the compared rows (one host sync per call;
+            see :func:`surrogate_loss`).
 
     Shapes:
         surrogate, target: shared (B, Dy), private[m] (B, Da_m). Returns: ().
     """
 
     def __init__(
-        self, *, detach_target: bool = True, weights: Mapping[str, float] | None = None
+        self,
+        *,
+        detach_target: bool = True,
+        weights: Mapping[str, float] | None = None,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         self.detach_target = detach_target
         self.weights = None if weights is None else dict(weights)
+        self.check_finite = check_finite
 
     def forward(self, surrogate: FactorizedLatents, target: FactorizedLatents) -> Tensor:
         """The weighted code-matching loss; see :func:`surrogate_loss`."""
         return surrogate_loss(
-            surrogate, target, detach_target=self.detach_target, weights=self.weights
+            surrogate,
+            target,
+            detach_target=self.detach_target,
+            weights=self.weights,
+            check_finite=self.check_finite,
         )
 
     def extra_repr(self) -> str:
-        return f"detach_target={self.detach_target}, weights={self.weights}"
+        return (
+            f"detach_target={self.detach_target}, weights={self.weights}, "
+            f"check_finite={self.check_finite}"
+        )

@@ -11,8 +11,11 @@ every public module has an API page generated from its docstrings.
 
 from __future__ import annotations
 
+import os
 import pkgutil
 import re
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 SKIP = re.compile(r"^\s*<!--\s*skip-test:\s*(?P<reason>.*?)\s*-->\s*$")
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)")
 MAX_SKIPS = 4
+DOCS_EXTRA = "needs the docs extra: pip install -e '.[docs]'"
 
 
 @dataclass(frozen=True)
@@ -150,3 +154,136 @@ def test_examples_do_not_need_a_gpu() -> None:
         for block in blocks(page):
             if block.skip_reason is None and '"cuda"' in block.code:
                 assert "torch.cuda.is_available()" in block.code, f"{page.name}:{block.line}"
+
+
+# ------------------------------------------------ Sphinx roles -> links (griffe extension)
+
+PACKAGE = {
+    "__init__.py": '''"""Top: :class:`~pkg.Thing`, :class:`Thing`, :func:`pkg.core.helper`,
+:func:`torch.where`, :meth:`!Thing.run`, :func:`ask <pkg.core.helper>`, :mod:`pkg.core`."""
+from pkg.core import Thing, helper
+''',
+    "core.py": '''"""Core."""
+class Thing:
+    """A thing; see :meth:`run`, :py:func:`helper()` and :class:`Nowhere`."""
+    def run(self):
+        """Run; see :class:`Thing` and :func:`_private`."""
+def helper():
+    """Help."""
+def _private():
+    """Hidden."""
+''',
+}
+
+
+def test_sphinx_roles_become_autorefs_links(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    griffe = pytest.importorskip("griffe", reason=DOCS_EXTRA)
+    from tools.griffe_sphinx_roles import SphinxRoles
+
+    (tmp_path / "pkg").mkdir()
+    for name, text in PACKAGE.items():
+        (tmp_path / "pkg" / name).write_text(text)
+    pkg = griffe.load(
+        "pkg", search_paths=[tmp_path], extensions=griffe.load_extensions(SphinxRoles)
+    )
+    assert pkg.docstring.value == (
+        "Top: [`Thing`][pkg.core.Thing], [`Thing`][pkg.core.Thing], "
+        "[`pkg.core.helper`][pkg.core.helper],\n`torch.where`, `Thing.run`, "
+        "[`ask`][pkg.core.helper], [`pkg.core`][pkg.core]."
+    )
+    thing = pkg["core.Thing"]
+    assert thing.docstring.value == (
+        "A thing; see [`run`][pkg.core.Thing.run], [`helper`][pkg.core.helper] and `Nowhere`."
+    )
+    assert thing["run"].docstring.value == "Run; see [`Thing`][pkg.core.Thing] and `_private`."
+    # Only the unresolvable name of the package's own is reported (it fails a strict build).
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["pkg.core.Thing: :class:`Nowhere` does not resolve to an object of pkg"]
+
+
+# ------------------------------------------------------------------------ the built site
+
+RAW_ROLE = re.compile(r":(?:py:)?[a-z]+:(?:`|<code>)")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The documentation built with ``mkdocs build --strict`` (any warning fails it)."""
+    for module in ("mkdocs", "material", "mkdocstrings_handlers.python", "mathjax"):
+        pytest.importorskip(module, reason=DOCS_EXTRA)
+    out = tmp_path_factory.mktemp("site")
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr[-4000:]
+    return out
+
+
+def site_pages(site: Path) -> dict[str, str]:
+    return {str(p.relative_to(site)): p.read_text() for p in sorted(site.rglob("*.html"))}
+
+
+def test_the_site_shows_no_raw_sphinx_role(site: Path) -> None:
+    raw = {page: RAW_ROLE.findall(html) for page, html in site_pages(site).items()}
+    assert {page: found for page, found in raw.items() if found} == {}
+
+
+def test_cross_references_link_to_existing_anchors(site: Path) -> None:
+    links = 0
+    for page, html in site_pages(site).items():
+        for href in re.findall(r'<a class="autorefs autorefs-internal"[^>]*href="([^"]*)"', html):
+            path, _, anchor = href.partition("#")
+            target = (site / page).parent / path / ("index.html" if path.endswith("/") else "")
+            target = target if path else site / page
+            assert target.is_file(), (page, href)
+            assert f'id="{anchor}"' in target.read_text(), (page, href)
+            links += 1
+    # The API pages cross-reference each other from dozens of docstrings.
+    assert links >= 50
+
+
+def test_the_site_loads_no_script_style_or_font_from_elsewhere(site: Path) -> None:
+    mathjax = 0
+    for page, html in site_pages(site).items():
+        sources = re.findall(r'<script[^>]*\bsrc="([^"]*)"', html)
+        sources += re.findall(r'<link[^>]*rel="(?:stylesheet|preconnect)"[^>]*href="([^"]*)"', html)
+        for src in sources:
+            assert "://" not in src and not src.startswith("//"), (page, src)
+            base = site if src.startswith("/") else (site / page).parent  # 404.html: from /
+            assert (base / src.split("?")[0].lstrip("/")).is_file(), (page, src)
+        mathjax += any(src.endswith("javascripts/mathjax/tex-chtml.js") for src in sources)
+    assert mathjax == len(site_pages(site))
+    # MathJax's CommonHTML output loads its web fonts relative to the script.
+    fonts = site / "javascripts" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
+    assert {"MathJax_Main-Regular.woff", "MathJax_Math-Italic.woff"} <= {
+        p.name for p in fonts.iterdir()
+    }
+
+
+def test_the_fidelity_page_covers_every_component() -> None:
+    table = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in (DOCS / "fidelity.md").read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| Component")
+    ]
+    assert all(len(row) == 4 and all(row) for row in table), table
+    components = " / ".join(row[0] for row in table).lower()
+    for component in (
+        "generators",
+        "decoders",
+        "encoders",
+        "objective",
+        "kernel",
+        "estimator",
+        "prior",
+        "surrogate",
+        "training schedule",
+        "interpretation",
+    ):
+        assert component in components, component

@@ -139,7 +139,7 @@ def test_distributed_run_with_two_processes(tmp_path: Path) -> None:
     """torchrun with 2 gloo processes: DDP, DistributedSampler, rank 0 saves the results."""
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
-        pytest.skip("torchrun is not installed next to this Python")
+        pytest.skip(f"needs torchrun next to {sys.executable} (installed with torch)")
     args = ["--subset", "300", "--epochs", "2", "--no-progress", "--no-plots", "--no-missing"]
     result = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "examples.mfm_digits",

@@ -247,7 +247,8 @@ BAD_FILES = {
     "inf": (_with(view_audio=INF_AUDIO), r"1 non-finite values as float32 \(0 NaN, 1 inf.*row 4"),
     "float32 overflow": (
         _with(view_audio=np.full((30, 5), 1e300)),
-        r"150 non-finite values as float32 \(0 NaN, 150 inf or beyond float32 range\)",
+        r"150 non-finite values as float32 \(0 NaN, 0 inf, 150 finite values beyond the "
+        r"float32 range\)",
     ),
     "float labels": (_with(labels=np.arange(30) * 1.0), "labels must be integers.*float64"),
     "2-D labels": (_with(labels=np.zeros((30, 1), int)), r"labels must have shape \(N,\)"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,6 @@ from examples.mfm_sentiment import (
 from examples.sentiment_data import load_mfn_h5
 from factorkit import MMDPriorLoss, lengths_to_mask
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "mfn-sentiment"
 T = 6
 SIZES = {"audio": 5, "video": 4}
 
@@ -42,7 +41,7 @@ def _one_thread() -> Iterator[None]:
 
 
 def _write_h5(path: Path, array: np.ndarray) -> None:
-    h5py = pytest.importorskip("h5py")
+    h5py = pytest.importorskip("h5py", reason="needs h5py: pip install -e '.[examples]'")
     with h5py.File(path, "w") as f:
         f.create_dataset("d1", data=array)
 
@@ -262,12 +261,12 @@ def test_every_mfm_term_decreases() -> None:
         assert last < 0.7 * first, (term, first, last)
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/mfn-sentiment is absent")
-def test_real_data_short_run(tmp_path: Path) -> None:
+def test_real_data_short_run(tmp_path: Path, mfn_sentiment: Callable[[str], Path]) -> None:
+    mmmo = mfn_sentiment("mmmo")
     out = tmp_path / "metrics.json"
     main(
         [
-            *("--data", str(REAL / "mmmo"), "--dataset", "mmmo", "--epochs", "2"),
+            *("--data", str(mmmo), "--dataset", "mmmo", "--epochs", "2"),
             *("--surrogate-epochs", "1", "--metrics-out", str(out)),
         ]
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ def _sequences(lengths: list[int], dim: int, padding: str, offset: float) -> np.
 
 
 def _write_h5(path: Path, key: str, array: np.ndarray) -> None:
-    h5py = pytest.importorskip("h5py")
+    h5py = pytest.importorskip("h5py", reason="needs h5py: pip install -e '.[examples]'")
     with h5py.File(path, "w") as f:
         f.create_dataset(key, data=array)
 
@@ -326,7 +326,7 @@ def test_multibench_pickle_bad_files(tmp_path: Path, change: str, message: str) 
 
 def _write_csd(path: Path, root: str, features: dict[str, np.ndarray]) -> Path:
     """A computational sequence as the SDK writes it: <root>/data/<id>/..., <root>/metadata."""
-    h5py = pytest.importorskip("h5py")
+    h5py = pytest.importorskip("h5py", reason="needs h5py: pip install -e '.[examples]'")
     with h5py.File(path, "w") as f:
         data = f.create_group(root).create_group("data")
         for video, x in features.items():
@@ -462,7 +462,7 @@ def test_csd_multi_target_labels_and_nonfinite(tmp_path: Path) -> None:
 
 @pytest.mark.filterwarnings("ignore:.*ids are not in every sequence")
 def test_csd_bad_files(tmp_path: Path) -> None:
-    h5py = pytest.importorskip("h5py")
+    h5py = pytest.importorskip("h5py", reason="needs h5py: pip install -e '.[examples]'")
     paths, labels = _csd_files(tmp_path)
     segments = _write_csd(tmp_path / "video_labels.csd", "Labels", {"b[0]": np.ones((2, 1))})
     with pytest.raises(ValueError, match=r"1 ids hold more than one label row .*align"):
@@ -511,13 +511,6 @@ def test_split_select_keeps_ids_and_padding() -> None:
 # ---------------------------------------------------------------- the real MFN files
 
 
-def _shared_data() -> Path:
-    root = os.environ.get("FACTORKIT_SHARED_DATA")
-    if root:
-        return Path(root)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 # dataset -> (feature sizes, N train/valid/test, labels' trailing shape), from the README.
 REAL = {
     "pom": ({"audio": 43, "video": 41}, (600, 100, 203), (17,)),
@@ -527,11 +520,10 @@ REAL = {
 
 
 @pytest.mark.parametrize("dataset", sorted(REAL))
-def test_real_mfn_files_match_their_readme(dataset: str) -> None:
-    pytest.importorskip("h5py")
-    folder = _shared_data() / "mfn-sentiment" / dataset
-    if not folder.is_dir():
-        pytest.skip(f"{folder} is absent")
+def test_real_mfn_files_match_their_readme(
+    dataset: str, mfn_sentiment: Callable[[str], Path]
+) -> None:
+    folder = mfn_sentiment(dataset)
     sizes, counts, label_shape = REAL[dataset]
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")

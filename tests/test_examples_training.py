@@ -193,3 +193,11 @@ def test_distillation_loss_is_zero_at_the_teacher_and_shift_invariant() -> None:
     # The default temperature is 2: weight 4 on torch's KL of the softened outputs.
     kl = F.kl_div(F.log_softmax(logits / 2, 1), F.softmax(teacher / 2, 1), reduction="batchmean")
     assert float(distillation_loss(logits, teacher)) == pytest.approx(4 * float(kl), rel=1e-5)
+
+
+def test_a_training_set_smaller_than_one_batch_is_a_clear_error() -> None:
+    def loss(net: nn.Module, batch: Rows, present: object) -> dict[str, Tensor]:
+        return {"total": net(batch.x).square().mean()}
+
+    with pytest.raises(ValueError, match="3 training samples \\(per rank\\) give no batch of 4"):
+        fit(nn.Linear(3, 1), loss, rows(3), None, validate=lambda: 0.0, batch_size=4)

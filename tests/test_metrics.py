@@ -138,7 +138,9 @@ def test_f1_and_accuracy_on_labels_match_naive_reference() -> None:
 
 
 def test_f1_agrees_with_sklearn(scores: tuple[np.ndarray, np.ndarray]) -> None:
-    metrics = pytest.importorskip("sklearn.metrics")
+    metrics = pytest.importorskip(
+        "sklearn.metrics", reason="needs scikit-learn: pip install -e '.[examples]'"
+    )
     pred, true = _labels()
     for average in ("weighted", "macro"):
         expected = metrics.f1_score(true, pred, average=average, zero_division=0)

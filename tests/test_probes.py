@@ -68,7 +68,9 @@ def test_huge_ridge_predicts_the_training_mean() -> None:
 
 
 def test_accuracy_matches_scikit_learn_and_is_deterministic() -> None:
-    linear_model = pytest.importorskip("sklearn.linear_model")
+    linear_model = pytest.importorskip(
+        "sklearn.linear_model", reason="needs scikit-learn: pip install -e '.[examples]'"
+    )
     x = torch.randn(300, 4)
     labels = (x @ torch.randn(4, 3) + 0.7 * torch.randn(300, 3)).argmax(1)
     train, test = split_rows(300, 0.25, seed=0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -441,24 +441,15 @@ def test_family_runs_under_torch_compile(inputs: dict[str, Tensor]) -> None:
 # ------------------------------------------------------------------ real MFN h5 data
 
 
-def _shared_mfn_data() -> Path | None:
-    candidates = []
-    if env := os.environ.get("FACTORKIT_SHARED_DATA"):
-        candidates += [Path(env) / "mfn-sentiment", Path(env)]
-    candidates.append(
-        Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mfn-sentiment"
-    )
-    return next((p for p in candidates if (p / "pom" / "audio_train.h5").is_file()), None)
+def test_real_pom_sequences_are_front_padded_and_encoding_ignores_padding(
+    mfn_sentiment: Callable[[str], Path],
+) -> None:
+    import h5py  # the mfn_sentiment fixture skips when it is not installed
 
-
-def test_real_pom_sequences_are_front_padded_and_encoding_ignores_padding() -> None:
-    h5py = pytest.importorskip("h5py")
-    root = _shared_mfn_data()
-    if root is None:
-        pytest.skip("shared MFN data not found (set FACTORKIT_SHARED_DATA)")
+    pom = mfn_sentiment("pom")
     seqs = {}
     for name in ("audio", "video"):
-        with h5py.File(root / "pom" / f"{name}_train.h5", "r") as f:
+        with h5py.File(pom / f"{name}_train.h5", "r") as f:
             seqs[name] = torch.from_numpy(f["d1"][:24]).float()
     mask = infer_padding_mask(seqs, layout="front")
     lengths = mask.sum(1)

@@ -1,5 +1,6 @@
 import io
 import itertools
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -274,6 +275,36 @@ def test_surrogate_loss_drops_rows_the_target_did_not_see() -> None:
     assert terms["video"] == 0.0
     expected = (z_sur.private["text"][0] - target.private["text"][0]).square().mean()
     torch.testing.assert_close(terms["text"], expected)
+
+
+def test_surrogate_loss_raises_on_non_finite_compared_rows_like_reconstruction_loss() -> None:
+    # Inferred (compared) rows: audio of sample 0, so the shared code of sample 0.
+    inferred = {"audio": torch.tensor([True, False]), "text": torch.zeros(2, dtype=torch.bool)}
+    shared, private = torch.zeros(2, 3), {"audio": torch.zeros(2, 2), "text": torch.zeros(2, 2)}
+    private["audio"][0, 1] = float("nan")
+    private["text"][1, 0] = float("inf")  # rows no term compares: no effect
+    shared[1, 2] = float("nan")
+    surrogate = FactorizedLatents(shared, private, inferred)
+    target = FactorizedLatents(torch.ones(2, 3), {m: torch.ones(2, 2) for m in private})
+    message = "latent 'audio': 1 non-finite value in the present rows of the surrogate code"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        surrogate_loss(surrogate, target)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SurrogateLoss()(surrogate, target)
+    # reconstruction_loss gives the same verdict on the same rows.
+    audio = {"audio": inferred["audio"]}
+    with pytest.raises(ValueError, match="modality 'audio': 1 non-finite value"):
+        reconstruction_loss({"audio": private["audio"]}, {"audio": torch.ones(2, 2)}, audio)
+    assert torch.isnan(surrogate_loss(surrogate, target, check_finite=False))
+    assert torch.isnan(SurrogateLoss(check_finite=False)(surrogate, target))
+    # Without the NaN in a compared row: the value, the bad rows left out.
+    private["audio"][0, 1] = 0.0
+    _, terms = surrogate_loss(surrogate, target, per_latent=True)
+    assert {n: float(t) for n, t in terms.items()} == {"shared": 1.0, "audio": 1.0, "text": 0.0}
+    target.private["audio"][0, 0] = float("inf")  # the target code is checked too
+    message = "latent 'audio': 1 non-finite value in the present rows of the target code"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        surrogate_loss(surrogate, target)
 
 
 def test_surrogate_loss_with_nothing_missing_is_zero_without_nan() -> None:
