@@ -72,6 +72,16 @@ class MFM(nn.Module):
     for missing modalities (``model.decode(complete_latents(z, surrogate(x, present)))``),
     recombined codes of a probe, or the user's own.
 
+    Export: an MFM built from factorkit's blocks, and the inference path with a
+    :class:`~factorkit.SurrogateInference` (encode, infer the missing codes, complete,
+    decode), export with :func:`torch.export.export` and a dynamic batch size
+    (``torch.export.Dim("batch", min=1)`` on dimension 0 of every input and mask); the
+    exported program gives the eager outputs. The checks that read values on the host
+    are left out of the exported program, as under :func:`torch.compile`: the
+    surrogate's "every modality missing" error and the ``check_finite`` options (such
+    rows then get the documented fallback values instead of an error). Shape, name and
+    dtype checks run at export time and are fixed into the program's input guards.
+
     Shapes:
         inputs[m]: (B, ...) as the encoder takes them. present[m]: (B,) bool. mask: (B,
         T) bool. Returns: :class:`MFMOutput`.

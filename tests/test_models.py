@@ -201,7 +201,7 @@ def test_the_inference_path_exports_with_a_dynamic_batch() -> None:
             out = self.model.decode(z)
             return out.prediction, out.reconstructions
 
-    batch = torch.export.Dim("batch", min=2)
+    batch = torch.export.Dim("batch", min=1)
     dims = {m: {0: batch} for m in SIZES}
     x = inputs(5)
     present = {
@@ -210,7 +210,7 @@ def test_the_inference_path_exports_with_a_dynamic_batch() -> None:
     }
     exported = torch.export.export(Inference(), (x, present), dynamic_shapes=(dims, dims))
     full = torch.export.export(model, (x,), dynamic_shapes=(dims,))
-    for batch_size in (2, 11):
+    for batch_size in (1, 11):
         x = inputs(batch_size)
         present = {"a": torch.rand(batch_size) < 0.5, "b": torch.ones(batch_size, dtype=torch.bool)}
         eager = Inference()(x, present)
