@@ -184,7 +184,7 @@ class FactorizedHead(RecordsModalities):
         return f"shared_size={self.shared_size}, private_sizes={self.private_sizes}"
 
 
-class FactorizedEncoder(nn.Module):
+class FactorizedEncoder(RecordsModalities):
     """Separate networks for the shared code and each private code.
 
     Z_y = shared(inputs) over all modalities; Z_a_m = private[m](inputs[m]) from modality
@@ -222,6 +222,10 @@ class FactorizedEncoder(nn.Module):
         self.modalities = check_modality_names(private.keys())
         self.shared = shared
         self.private = nn.ModuleDict({m: private[m] for m in self.modalities})
+
+    def modality_record(self) -> dict[str, Any]:
+        """Each modality's parameter shapes in its private network (checked on loading)."""
+        return {m: [list(p.shape) for p in self.private[m].parameters()] for m in self.modalities}
 
     def forward(
         self,
