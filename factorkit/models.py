@@ -22,7 +22,7 @@ from typing import Any, Literal, NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from factorkit._validation import check_names
+from factorkit._validation import SHARED, check_names
 from factorkit.latents import FactorizedLatents
 from factorkit.mmd_loss import MMDPriorLoss
 from factorkit.reconstruction import reconstruction_loss
@@ -166,10 +166,18 @@ class MFM(nn.Module):
     def predict(self, latents: FactorizedLatents) -> Tensor:
         """The prediction D(G_y(Z_y)) of given latents (the decoders are skipped).
 
+        With generators that can generate one latent alone (``generate(name, z)``, as
+        :class:`~factorkit.FactorGenerators`), only the shared factor is computed.
+
         Shapes:
             latents.shared: (B, Dy). Returns: (B, K).
         """
-        out: Tensor = self.predictor(self.generators(latents).shared)
+        generate = getattr(self.generators, "generate", None)
+        if callable(generate):
+            shared: Tensor = generate(SHARED, latents.shared)
+        else:
+            shared = self.generators(latents).shared
+        out: Tensor = self.predictor(shared)
         return out
 
 
