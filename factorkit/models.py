@@ -59,7 +59,9 @@ class MFM(nn.Module):
         encoder: inputs -> latents: a module called as ``encoder(inputs, present)``
             (with ``mask=`` added when a per-step mask is given) that returns
             :class:`~factorkit.FactorizedLatents`, e.g. a
-            :class:`~factorkit.FactorizedHead` over the user's ``encoders``.
+            :class:`~factorkit.FactorizedHead` over the user's ``encoders``, or a
+            :class:`~factorkit.FactorizedEncoder` (separate shared and private networks,
+            such as an MFN and sequence encoders).
         generators: latents -> factors, e.g. :class:`~factorkit.FactorGenerators`.
         decoders: factors -> reconstructions by modality, called as ``decoders(factors)``
             (with ``mask=`` when given), e.g. :class:`~factorkit.ModalityDecoders`;
