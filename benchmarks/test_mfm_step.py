@@ -11,10 +11,10 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from examples.mfm import MFM, Discriminative, mfm_objective
+from examples.mfm import digits_mfm
 from examples.multiview_data import load_uci_mfeat, standardize
-from examples.training import Split, autocast, cross_entropy_loss
-from factorkit import MMDPriorLoss
+from examples.training import Split, autocast
+from factorkit import MMDPriorLoss, mfm_loss
 
 BATCH = 64
 
@@ -36,16 +36,14 @@ def make_steps(
     labels = batch.labels.to(device)
     dev = torch.device(device)
     prior = MMDPriorLoss()
-    mfm = MFM(data.view_shapes, data.num_classes).to(device)
-    disc = Discriminative(data.view_shapes, data.num_classes).to(device)
+    mfm = digits_mfm(data.view_shapes, data.num_classes).to(device)
+    disc = digits_mfm(data.view_shapes, data.num_classes, generative=False).to(device)
 
-    def mfm_loss() -> torch.Tensor:
-        out = mfm(views)
-        terms = mfm_objective(out, views, labels, None, lambda_x=1.0, lambda_mmd=10.0, prior=prior)
-        return terms["total"]
+    def mfm_objective() -> torch.Tensor:
+        return mfm_loss(mfm(views), views, labels, prior=prior)["total"]
 
     def disc_loss() -> torch.Tensor:
-        return cross_entropy_loss(disc, views, labels, None)["total"]
+        return mfm_loss(disc(views), views, labels)["total"]
 
     def stepper(model: torch.nn.Module, loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
         model.train()
@@ -62,7 +60,7 @@ def make_steps(
 
         return step
 
-    return {"mfm": stepper(mfm, mfm_loss), "discriminative": stepper(disc, disc_loss)}
+    return {"mfm": stepper(mfm, mfm_objective), "discriminative": stepper(disc, disc_loss)}
 
 
 @pytest.mark.parametrize("model", ["discriminative", "mfm"])

@@ -7,12 +7,11 @@ per modality, each pulled toward its prior with an MMD penalty.
 
 from __future__ import annotations
 
-from factorkit.decoders import ImageDecoder, ModalityDecoders, VectorDecoder, VectorDecoders
+from factorkit.decoders import ImageDecoder, ModalityDecoders, VectorDecoder
 from factorkit.distributed import all_gather_with_grad
 from factorkit.fusion import ConcatFusion
-from factorkit.generators import FactorGenerator, FactorGenerators
-from factorkit.grouped import GroupedLinear, GroupedMLP
-from factorkit.heads import FactorizedHead
+from factorkit.generators import FactorGenerators
+from factorkit.heads import FactorizedEncoder, FactorizedHead
 from factorkit.interpret import (
     FactorContributions,
     JacobianNorms,
@@ -34,6 +33,7 @@ from factorkit.metrics import (
     weighted_f1,
 )
 from factorkit.mmd_loss import MMDPriorLoss, PriorSampler, gaussian_prior_mmd, mmd
+from factorkit.models import MFM, MFMLoss, MFMOutput, mfm_loss
 from factorkit.predictor import Predictor
 from factorkit.probes import (
     content_transfer,
@@ -58,19 +58,20 @@ from factorkit.surrogate import SurrogateInference, SurrogateLoss, complete_late
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "MFM",
     "ConcatFusion",
     "FactorContributions",
-    "FactorGenerator",
     "FactorGenerators",
+    "FactorizedEncoder",
     "FactorizedHead",
     "FactorizedLatents",
     "GaussianKernel",
-    "GroupedLinear",
-    "GroupedMLP",
     "ImageDecoder",
     "InverseMultiquadraticKernel",
     "JacobianNorms",
     "Kernel",
+    "MFMLoss",
+    "MFMOutput",
     "MMDPriorLoss",
     "MemoryFusionEncoder",
     "ModalityDecoders",
@@ -84,7 +85,6 @@ __all__ = [
     "SurrogateInference",
     "SurrogateLoss",
     "VectorDecoder",
-    "VectorDecoders",
     "__version__",
     "accuracy",
     "accuracy_2",
@@ -104,6 +104,7 @@ __all__ = [
     "linear_probe_accuracy",
     "linear_probe_r2",
     "mae",
+    "mfm_loss",
     "mmd",
     "pearson_corr",
     "per_target_corr",

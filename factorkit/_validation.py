@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +47,39 @@ def parameter_dtype(module: nn.Module) -> torch.dtype | None:
     return None
 
 
+def parameter_device(module: nn.Module) -> torch.device | None:
+    """The device of a module's first parameter (``None`` if it has none)."""
+    for parameter in module.parameters():
+        return parameter.device
+    return None
+
+
+def check_tensor(x: Tensor, module: nn.Module, what: str) -> None:
+    """Check one input against a module's parameters: floating point, same dtype, device.
+
+    ``what`` names the input in the error (e.g. ``"modality 'audio': private factor"``).
+    Under :func:`torch.autocast` float32, float16 and bfloat16 may mix. Reads metadata
+    only: no host sync.
+    """
+    dtype, device = parameter_dtype(module), parameter_device(module)
+    owner = type(module).__name__
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{what} must be floating point, got {x.dtype} of shape {tuple(x.shape)}"
+            + ("" if dtype is None else f"; expected {dtype} (the dtype of {owner}'s parameters)")
+        )
+    if dtype is not None and not _dtypes_agree(x.dtype, dtype, x.device.type):
+        raise ValueError(
+            f"{what} has dtype {x.dtype} (shape {tuple(x.shape)}), expected {dtype} (the "
+            f"dtype of {owner}'s parameters); cast the input or the module with .to()"
+        )
+    if device is not None and x.device != device:
+        raise ValueError(
+            f"{what} is on {x.device}, {owner}'s parameters on {device}; "
+            f"move the input or the module with .to()"
+        )
+
+
 _AUTOCAST_CASTS = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -70,14 +104,17 @@ def check_vectors(
 ) -> int:
     """Check a mapping of (B, D_m) tensors against the expected sizes; return B.
 
-    Every tensor must be floating point, and all must share one dtype: the dtype of
-    ``module``'s parameters when given, else that of the first modality (sorted by name).
+    Every tensor must be floating point, and all must share one dtype and one device:
+    those of ``module``'s parameters when given, else those of the first modality (sorted
+    by name).
     Under :func:`torch.autocast` float32, float16 and bfloat16 may mix (autocast casts
     them); float64 must still match. The check reads dtypes only: no host sync.
     """
     check_names(tensors.keys(), sizes.keys(), f"{what} modalities")
     expected = None if module is None else parameter_dtype(module)
+    device = None if module is None else parameter_device(module)
     source = f"the dtype of {type(module).__name__}'s parameters"
+    device_source = f"{type(module).__name__}'s parameters"
     batch: int | None = None
     first = ""
     for name in sorted(sizes):
@@ -95,6 +132,13 @@ def check_vectors(
             )
         if expected is None:
             expected, source = x.dtype, f"the dtype of modality {name!r}"
+        if device is None:
+            device, device_source = x.device, f"modality {name!r}"
+        if x.device != device:
+            raise ValueError(
+                f"modality {name!r}: {what} on {x.device}, {device_source} on {device}; "
+                f"move them to one device with .to()"
+            )
         if batch is None:
             batch, first = x.shape[0], name
         elif x.shape[0] != batch:
@@ -116,6 +160,7 @@ def check_finite(
     present: Mapping[str, Tensor] | None,
     *,
     kind: str = "modality",
+    name_rows: bool = False,
 ) -> None:
     """Raise if a present row of any tensor holds NaN or inf; one host sync for all.
 
@@ -126,10 +171,12 @@ def check_finite(
         groups: a label naming the role (e.g. ``"target"``) -> modality name -> tensor.
         present: modality name -> which rows to inspect, or ``None`` for all.
         kind: what the names are, for the message (``"modality"`` or ``"latent"``).
+        name_rows: also list the first rows holding non-finite values.
 
     Raises:
         ValueError: naming every modality and role with non-finite present values, the
-            count of those values and the tensor's shape.
+            count of those values and the tensor's shape (and with ``name_rows`` the first
+            rows holding them).
 
     Shapes:
         groups[label][m]: (B, ...). present[m]: (B,) bool.
@@ -145,14 +192,24 @@ def check_finite(
             where.append((name, label, tuple(bad.shape)))
             counts.append(bad.sum())
     found = torch.stack(counts).tolist()
-    errors = [
-        f"{kind} {name!r}: {count} non-finite value{'s' if count > 1 else ''} in the "
-        f"present rows of the {label} (shape {shape})"
-        for (name, label, shape), count in zip(where, found, strict=True)
-        if count
-    ]
-    if errors:
-        raise ValueError("; ".join(errors))
+    if not any(found):
+        return
+    errors = []
+    for (name, label, shape), count in zip(where, found, strict=True):
+        if not count:
+            continue
+        error = (
+            f"{kind} {name!r}: {count} non-finite value{'s' if count > 1 else ''} in "
+            f"the present rows of the {label} (shape {shape})"
+        )
+        if name_rows:
+            bad = ~groups[label][name].isfinite()
+            if present is not None:
+                bad = bad & present[name].reshape(present[name].shape + (1,) * (bad.dim() - 1))
+            rows = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+            error += f", rows {rows[:10]}{'...' if len(rows) > 10 else ''}"
+        errors.append(error)
+    raise ValueError("; ".join(errors))
 
 
 def check_size(value: int, what: str) -> int:
@@ -170,3 +227,32 @@ def per_modality(
         check_names(value.keys(), names, what)
         return {name: check_size(value[name], f"{what}[{name!r}]") for name in sorted(names)}
     return {name: check_size(value, what) for name in sorted(names)}
+
+
+class RecordsModalities(nn.Module):
+    """Base of the blocks with per-modality parameters: checkpoints know their modalities.
+
+    The state dict holds the block's modality record (names and sizes, from
+    :meth:`modality_record`) under ``_extra_state``; loading a state dict whose record
+    differs raises a ``ValueError`` naming both, before any child parameter is loaded,
+    instead of silently handing one modality's weights to another.
+    """
+
+    def modality_record(self) -> dict[str, Any]:
+        """The names and sizes a checkpoint must match (override in each block)."""
+        raise NotImplementedError
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The modality record, saved in the state dict."""
+        return {"modalities": self.modality_record()}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Refuse a checkpoint of other modality names or sizes."""
+        ours = self.modality_record()
+        theirs = state.get("modalities") if isinstance(state, dict) else None
+        if theirs != ours:
+            raise ValueError(
+                f"{type(self).__name__}: the checkpoint was saved for modalities {theirs}, "
+                f"this block has {ours}; build the block with the checkpoint's modality "
+                f"names and sizes"
+            )

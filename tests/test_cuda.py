@@ -64,17 +64,18 @@ from factorkit import (
     FactorizedHead,
     FactorizedLatents,
     GaussianKernel,
-    GroupedMLP,
     ImageDecoder,
     MemoryFusionEncoder,
     MMDPriorLoss,
+    ModalityDecoders,
     Predictor,
     SequenceDecoder,
     SequenceEncoder,
     SurrogateInference,
     VectorDecoder,
-    VectorDecoders,
+    mfm_loss,
 )
+from factorkit._grouped import GroupedMLP
 
 FP32_RTOL = 1e-4
 BF16_RTOL = 5e-2
@@ -221,7 +222,7 @@ BLOCKS: dict[str, Case] = {
         {},
     ),
     "vector_decoders": lambda: (
-        VectorDecoders(SIZES, private_size=3, shared_size=4, hidden_sizes=[8]),
+        ModalityDecoders({m: VectorDecoder(3, 4, d, hidden_sizes=[8]) for m, d in SIZES.items()}),
         (_latents(),),
         {},
     ),
@@ -528,14 +529,11 @@ def digits_step(device: torch.device, dtype: torch.dtype, *, check_finite: bool 
     views = {m: v[:64].to(device, dtype) for m, v in views.items()}
     labels = labels[:64].to(device)
     torch.manual_seed(0)
-    model = digits.MFM(data.view_shapes, data.num_classes, dropout=0.0).to(device, dtype)
+    model = digits.digits_mfm(data.view_shapes, data.num_classes, dropout=0.0).to(device, dtype)
     prior = MMDPriorLoss(prior=FixedPrior(64, 64), check_finite=check_finite)
 
     def terms(net: nn.Module) -> dict[str, Tensor]:
-        out = net(views)
-        return digits.mfm_objective(
-            out, views, labels, None, lambda_x=1.0, lambda_mmd=10.0, prior=prior
-        )
+        return mfm_loss(net(views), views, labels, prior=prior, check_finite=check_finite)
 
     return Step(model, terms)
 
@@ -686,21 +684,6 @@ def test_training_step_syncs_only_where_documented(
     assert files <= DOCUMENTED_SYNCS[example], sites
 
 
-@pytest.fixture
-def unchecked_reconstruction(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The digits objective with ``reconstruction_loss(..., check_finite=False)`` (its
-    ``mfm_objective`` has no switch for it)."""
-    import examples.mfm
-
-    reconstruction = examples.mfm.reconstruction_loss
-    monkeypatch.setattr(
-        examples.mfm,
-        "reconstruction_loss",
-        lambda *a, **k: reconstruction(*a, **k, check_finite=False),
-    )
-
-
-@pytest.mark.usefixtures("unchecked_reconstruction")
 @pytest.mark.parametrize("prec", PRECISIONS)
 @pytest.mark.parametrize("example", sorted(SYNC_FREE))
 def test_training_step_without_checks_never_syncs(
@@ -722,7 +705,6 @@ def test_training_step_without_checks_never_syncs(
     assert torch.isfinite(terms["total"]).all()
 
 
-@pytest.mark.usefixtures("unchecked_reconstruction")
 def test_fit_syncs_once_per_epoch_not_per_step(device: torch.device) -> None:
     """``examples.training.fit`` with the sync-free objective: the host syncs of an epoch
     (the batch order's copy to the device, the epoch's loss sums, validation, the
@@ -736,8 +718,7 @@ def test_fit_syncs_once_per_epoch_not_per_step(device: torch.device) -> None:
     prior = MMDPriorLoss(check_finite=False)
 
     def loss(model: nn.Module, x: dict[str, Tensor], y: Tensor, present: Any) -> dict[str, Tensor]:
-        out = model(x, present)
-        return digits.mfm_objective(out, x, y, present, lambda_x=1.0, lambda_mmd=10.0, prior=prior)
+        return mfm_loss(model(x, present), x, y, prior=prior, check_finite=False)
 
     def split(rows: int, start: int = 0) -> Split:
         part = {m: v[start : start + rows].to(device) for m, v in views.items()}
@@ -747,7 +728,7 @@ def test_fit_syncs_once_per_epoch_not_per_step(device: torch.device) -> None:
     counts = []
     for rows in (64, 256):  # 2 and 8 steps of 32 samples
         torch.manual_seed(0)
-        model = digits.MFM(data.view_shapes, data.num_classes).to(device)
+        model = digits.digits_mfm(data.view_shapes, data.num_classes).to(device)
         fit(model, loss, split(rows), validation, epochs=1, batch_size=32, lr_patience=None)
         with sync_sites(device) as sites:  # the second fit: everything initialised
             result = fit(

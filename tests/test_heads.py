@@ -153,3 +153,122 @@ def test_bad_construction_is_rejected() -> None:
         FactorizedHead({"audio": 3}, shared_size=0, private_size=2)
     with pytest.raises(ValueError, match="at least one modality"):
         ConcatFusion({}, output_size=3)
+
+
+def test_masked_path_with_encoders_matches_a_naive_recomputation() -> None:
+    raw = {"audio": 5, "text": 4, "video": 3}
+    encoders = {m: nn.Sequential(nn.Linear(d, SIZES[m]), nn.Tanh()) for m, d in raw.items()}
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2, encoders=encoders).double()
+    x = {m: torch.randn(5, d, dtype=torch.float64) for m, d in raw.items()}
+    present = {
+        "audio": torch.tensor([True, False, True, True, False]),
+        "text": torch.tensor([True, True, False, True, False]),
+        "video": torch.tensor([False, True, True, True, True]),
+    }
+    z = head(x, present)
+    order = ["audio", "text", "video"]
+    features, parts = {}, []
+    for m in order:
+        keep = present[m][:, None]
+        # absent inputs are zeros before the encoder, absent features zeros before fusion
+        features[m] = encoders[m].double()(x[m] * keep)
+        parts.append(features[m] * keep)
+    parts.append(torch.stack([present[m] for m in order], dim=1).double())  # indicators
+    mlp = head.fusion.mlp
+    hidden = torch.relu(torch.cat(parts, 1) @ mlp[0].weight.T + mlp[0].bias)
+    torch.testing.assert_close(z.shared, hidden @ mlp[3].weight.T + mlp[3].bias)
+    assert head.private_encoders is not None
+    for m in order:
+        ((weight, bias),) = head.private_encoders.layers_of(m)
+        keep = present[m][:, None]
+        expected = torch.where(keep, (features[m] * keep) @ weight + bias, 0.0)
+        torch.testing.assert_close(z.private[m], expected)
+    # NaN placeholders in absent inputs change nothing.
+    poisoned = {m: torch.where(present[m][:, None], x[m], float("nan")) for m in order}
+    assert head(poisoned, present) == z
+
+
+def test_shared_only_head_has_no_private_codes() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=None)
+    z = head(features(4))
+    assert z.private == {} and z.shared.shape == (4, 3) and head.private_encoders is None
+    assert not any("private" in name for name, _ in head.named_parameters())
+
+
+def test_check_finite_names_the_modality_and_rows_of_present_inputs() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2, check_finite=True)
+    x = features(6)
+    x["video"][4, 1] = float("inf")
+    x["audio"][2, 0] = float("nan")
+    present = {m: torch.ones(6, dtype=torch.bool) for m in SIZES}
+    with pytest.raises(ValueError, match=r"modality 'audio': 1 non-finite value .*rows \[2\]"):
+        head(x, present)
+    with pytest.raises(ValueError, match=r"modality 'video': 1 non-finite value .*rows \[4\]"):
+        head(x)
+    present["audio"][2] = False
+    present["video"][4] = False
+    assert all(torch.isfinite(t).all() for _, t in head(x, present).items())
+    unchecked = FactorizedHead(SIZES, shared_size=3, private_size=2)
+    assert not torch.isfinite(unchecked(x).shared).all()  # opt-in: off by default
+
+
+def test_nan_in_absent_features_reaches_no_gradient() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2)
+    x = features(4)
+    present = {m: torch.tensor([True, False, True, True]) for m in SIZES}
+    poisoned = {m: torch.where(present[m][:, None], v, float("nan")) for m, v in x.items()}
+    z = head(poisoned, present)
+    sum(t.sum() for _, t in z.items()).backward()  # type: ignore[union-attr]
+    for name, p in head.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+class StepSum(nn.Module):
+    """Sum of the valid steps, then a linear map: a stand-in for a sequence encoder."""
+
+    def __init__(self, d: int, out: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(d, out)
+
+    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+        keep = torch.ones(x.shape[:2], dtype=torch.bool) if mask is None else mask
+        return self.linear(torch.where(keep[..., None], x, 0.0).sum(1))
+
+
+class SharedStepSum(nn.Module):
+    def __init__(self, sizes: dict[str, int], out: int) -> None:
+        super().__init__()
+        self.each = nn.ModuleDict({m: StepSum(d, out) for m, d in sizes.items()})
+
+    def forward(
+        self, inputs: dict[str, torch.Tensor], *, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return sum(self.each[m](inputs[m], mask=mask) for m in sorted(inputs))  # type: ignore[return-value]
+
+
+def test_factorized_encoder_zero_fills_masks_and_passes_the_step_mask() -> None:
+    from factorkit import FactorizedEncoder
+
+    sizes = {"a": 3, "b": 2}
+    encoder = FactorizedEncoder(
+        SharedStepSum(sizes, 4), {m: StepSum(d, 2) for m, d in sizes.items()}
+    ).double()
+    x = {m: torch.randn(3, 5, d, dtype=torch.float64) for m, d in sizes.items()}
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4])
+    present = {"a": torch.tensor([True, False, True]), "b": torch.ones(3, dtype=torch.bool)}
+    x["a"][1] = float("nan")  # absent: may hold anything
+    z = encoder(x, present, mask=mask)
+    filled = {m: torch.where(present[m][:, None, None], v, 0.0) for m, v in x.items()}
+    valid = {m: torch.where(mask[..., None], v, 0.0).sum(1) for m, v in filled.items()}
+    shared = sum(
+        valid[m] @ encoder.shared.each[m].linear.weight.T + encoder.shared.each[m].linear.bias
+        for m in sizes
+    )
+    torch.testing.assert_close(z.shared, shared)
+    for m in sizes:
+        lin = encoder.private[m].linear
+        expected = torch.where(present[m][:, None], valid[m] @ lin.weight.T + lin.bias, 0.0)
+        torch.testing.assert_close(z.private[m], expected)
+    assert z.present is not None and torch.equal(z.present["a"], present["a"])
+    with pytest.raises(ValueError, match=r"inputs modalities: missing \['b'\]"):
+        encoder({"a": x["a"]})
