@@ -31,6 +31,7 @@ from factorkit import random_presence
 
 __all__ = [
     "RATES",
+    "at_every_rate",
     "expected_missing_fraction",
     "imputed",
     "mixed_rate_presence",
@@ -78,6 +79,23 @@ def rate_masks(
         present = random_presence(names, batch_size, rate, generator=generator)
         masks[rate] = {m: p.to(device) for m, p in present.items()}
     return masks
+
+
+def at_every_rate(split: Split, *, seed: int, rates: Sequence[float] = RATES) -> Split:
+    """``split`` repeated once per rate, each copy with that rate's :func:`rate_masks`.
+
+    A validation set for a model meant for every rate (its accuracy is the mean over the
+    rates: the area under its curve).
+
+    Shapes:
+        split.views[m]: (N, ...). Returns: views (len(rates) * N, ...), the copies in the
+        order of ``rates``.
+    """
+    device = split.labels.device
+    masks = rate_masks(sorted(split.views), len(split), seed=seed, rates=rates, device=device)
+    index = torch.arange(len(split), device=device).repeat(len(rates))
+    present = {m: torch.cat([masks[r][m] for r in rates]) for m in split.views}
+    return Split({m: v[index] for m, v in split.views.items()}, split.labels[index], present)
 
 
 def expected_missing_fraction(rate: float, num_views: int) -> float:

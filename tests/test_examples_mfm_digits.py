@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -39,33 +40,83 @@ def test_smoke_run_writes_complete_metrics(tmp_path: Path) -> None:
     assert saved == json.loads((out / "metrics.json").read_text())
     assert saved["dataset"] == "uci-mfeat"
     assert saved["seconds"] > 0
+    assert saved["seeds"] == [0]
+    run = saved["runs"]["0"]
     for model in ("mfm", "discriminative"):
-        assert 0.0 <= saved[model]["test_accuracy"] <= 1.0
-    assert sorted(saved["single_view"]) == VIEWS
+        assert 0.0 <= run[model]["test_accuracy"] <= 1.0
+    assert sorted(run["single_view"]) == VIEWS
+    assert sorted(run["baselines"]["single_view_logistic"]) == VIEWS
     expected = {f"without_{v}" for v in VIEWS} | {f"only_{v}" for v in VIEWS} | {"random_50"}
-    assert set(saved["missing"]) == expected
-    for name, row in saved["missing"].items():
+    assert set(run["missing"]) == expected
+    for name, row in run["missing"].items():
         for key in ("surrogate", "zero_fill", "mean_impute", "observed_only"):
             assert 0.0 <= row[f"{key}_accuracy"] <= 1.0, (name, key)
         assert row["surrogate_recon_mse"] > 0
         # Mean imputation of standardised features: about the features' variance, 1.
         assert 0.5 < row["mean_impute_recon_mse"] < 2.0
+    # One seed: every summary value is that seed's, with no spread and no interval.
+    summary = saved["summary"]
+    assert summary["accuracy"]["models"]["mfm"]["test_accuracy"] == {
+        "mean": round(run["mfm"]["test_accuracy"], 4),
+        "std": None,
+        "values": [round(run["mfm"]["test_accuracy"], 4)],
+    }
+    assert summary["accuracy"]["differences"]["mlp"]["test_accuracy"]["low"] is None
+    curves = summary["robustness"]["models"]
+    assert set(curves) == {"surrogate", "zero_fill", "mean_impute", "observed_only"}
+    for method, curve in curves.items():
+        assert curve["area"]["mean"] == round(run["robustness"][method]["area"], 4)
+        # Nothing is missing at rate 0: the imputations are the MFM on complete views.
+        if method != "observed_only":
+            assert curve["rate_0.0"]["mean"] == round(run["mfm"]["test_accuracy"], 4)
+    assert (out / "robustness.png") in map(Path, metrics["plots"])
     for plot in metrics["plots"]:
         assert Path(plot).stat().st_size > 10_000
     # The checkpoint is the model the metrics describe.
-    assert checkpoint_accuracy(out, 400) == saved["mfm"]["test_accuracy"]
+    assert checkpoint_accuracy(out, 400) == run["mfm"]["test_accuracy"]
+
+
+def without_timings(metrics: Any) -> Any:
+    """The metrics without wall times (which differ between identical runs)."""
+    if isinstance(metrics, dict):
+        return {k: without_timings(v) for k, v in metrics.items() if not k.endswith("seconds")}
+    return metrics
 
 
 def test_same_seed_gives_identical_results_on_cpu(tmp_path: Path) -> None:
     args = ["--subset", "300", "--epochs", "2", "--no-progress", "--no-plots", "--no-missing"]
-    first = mfm_digits.main([*args, "--out", str(tmp_path / "a")])
-    second = mfm_digits.main([*args, "--out", str(tmp_path / "b")])
-    for key in ("mfm", "discriminative", "single_view"):
-        strip = {k: v for k, v in first[key].items() if k != "epoch_seconds"}
-        assert strip == {k: v for k, v in second[key].items() if k != "epoch_seconds"}
+    first = mfm_digits.main([*args, "--no-baselines", "--out", str(tmp_path / "a")])
+    second = mfm_digits.main([*args, "--no-baselines", "--out", str(tmp_path / "b")])
+    assert without_timings(first["runs"]) == without_timings(second["runs"])
     a = torch.load(tmp_path / "a" / "mfm.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "mfm.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))
+
+
+def test_seeds_are_summarised_and_each_reproduces_alone(tmp_path: Path) -> None:
+    """``--seed 1 --seeds 2`` runs seeds 1 and 2; seed 2 is the run of ``--seed 2``."""
+    args = ["--subset", "300", "--epochs", "2", "--no-progress", "--no-plots", "--no-missing"]
+    both = mfm_digits.main([*args, "--seed", "1", "--seeds", "2", "--out", str(tmp_path / "b")])
+    alone = mfm_digits.main([*args, "--seed", "2", "--out", str(tmp_path / "a")])
+    assert both["seeds"] == [1, 2]
+    assert without_timings(both["runs"]["2"]) == without_timings(alone["runs"]["2"])
+    assert (tmp_path / "b" / "seed_1" / "mfm.pt").exists()
+    runs = [both["runs"][s] for s in ("1", "2")]
+    mfm = [r["mfm"]["test_accuracy"] for r in runs]
+    mlp = [r["baselines"]["mlp"] for r in runs]
+    accuracy = both["summary"]["accuracy"]
+    entry = accuracy["models"]["mfm"]["test_accuracy"]
+    assert entry["values"] == [round(v, 4) for v in mfm]
+    assert entry["mean"] == round((mfm[0] + mfm[1]) / 2, 4)
+    assert entry["std"] == pytest.approx(abs(mfm[0] - mfm[1]) / 2**0.5, abs=1e-4)
+    paired = accuracy["differences"]["mlp"]["test_accuracy"]
+    d = [a - b for a, b in zip(mfm, mlp, strict=True)]
+    assert paired["values"] == pytest.approx(d, abs=1e-4)
+    # Two seeds: mean +- t_{0.975, 1} * |d1 - d2| / 2, with t_{0.975, 1} = 12.706.
+    half = 12.7062 * abs(d[0] - d[1]) / 2
+    assert paired["low"] == pytest.approx((d[0] + d[1]) / 2 - half, abs=2e-4)
+    assert paired["high"] == pytest.approx((d[0] + d[1]) / 2 + half, abs=2e-4)
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["seeds"] == [1, 2]
 
 
 def test_every_loss_term_decreases() -> None:
@@ -138,8 +189,9 @@ def test_readme_main_command_trains_a_working_mfm() -> None:
     result = subprocess.run([sys.executable, *run[1:]], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((ROOT / "runs" / "mfm_digits" / "metrics.json").read_text())
-    assert metrics["mfm"]["test_accuracy"] >= 0.97
-    assert set(metrics["missing"]) >= {"random_50", "without_pix", "only_pix"}
+    run = metrics["runs"]["0"]
+    assert run["mfm"]["test_accuracy"] >= 0.97
+    assert set(run["missing"]) >= {"random_50", "without_pix", "only_pix"}
 
 
 def test_distributed_run_with_two_processes(tmp_path: Path) -> None:
@@ -157,4 +209,4 @@ def test_distributed_run_with_two_processes(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     # Rank 0 saved the best DDP-trained weights, and they give the reported accuracy.
-    assert checkpoint_accuracy(tmp_path, 300) == metrics["mfm"]["test_accuracy"]
+    assert checkpoint_accuracy(tmp_path, 300) == metrics["runs"]["0"]["mfm"]["test_accuracy"]

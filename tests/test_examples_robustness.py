@@ -14,6 +14,7 @@ from torch import Tensor
 
 from examples.robustness import (
     RATES,
+    at_every_rate,
     expected_missing_fraction,
     imputed,
     mixed_rate_presence,
@@ -168,3 +169,17 @@ def test_mixed_rate_presence_draws_every_rate() -> None:
         assert rate == 0.0 or abs(fraction - high) < 0.055, fraction
         counts[rate] += 1
     assert min(counts.values()) >= 10, counts
+
+
+def test_at_every_rate_stacks_the_masks_of_every_rate() -> None:
+    test = oracle_data(50)
+    stacked_split = at_every_rate(test, seed=3, rates=(0.0, 0.5, 0.9))
+    assert len(stacked_split) == 150
+    masks = rate_masks(NAMES, 50, seed=3, rates=(0.0, 0.5, 0.9))
+    assert stacked_split.present is not None
+    for i, r in enumerate((0.0, 0.5, 0.9)):
+        part = slice(50 * i, 50 * (i + 1))
+        assert torch.equal(stacked_split.labels[part], test.labels)
+        assert torch.equal(stacked_split.views["c"][part], test.views["c"])
+        for m in NAMES:
+            assert torch.equal(stacked_split.present[m][part], masks[r][m])
