@@ -729,10 +729,26 @@ def test_fit_syncs_once_per_epoch_not_per_step(device: torch.device) -> None:
     for rows in (64, 256):  # 2 and 8 steps of 32 samples
         torch.manual_seed(0)
         model = digits.digits_mfm(data.view_shapes, data.num_classes).to(device)
-        fit(model, loss, split(rows), validation, epochs=1, batch_size=32, lr_patience=None)
+        fit(
+            model,
+            loss,
+            split(rows),
+            validation,
+            epochs=1,
+            batch_size=32,
+            lr_patience=None,
+            predict=digits.logits_of(model),
+        )
         with sync_sites(device) as sites:  # the second fit: everything initialised
             result = fit(
-                model, loss, split(rows), validation, epochs=1, batch_size=32, lr_patience=None
+                model,
+                loss,
+                split(rows),
+                validation,
+                epochs=1,
+                batch_size=32,
+                lr_patience=None,
+                predict=digits.logits_of(model),
             )
         counts.append(len(sites))
         assert len(result.history) == 1 and math.isfinite(result.history[0]["total"])
