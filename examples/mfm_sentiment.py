@@ -10,7 +10,7 @@ Composed from factorkit's blocks, as in the paper's sentiment experiments:
 - predictor D: :class:`~factorkit.Predictor`, Y_hat = D(F_y) (L1 loss for regression,
   cross-entropy for classes);
 - decoders F_m: one :class:`~factorkit.SequenceDecoder` (LSTM) per modality from
-  concat(F_a_m, F_y), with the masked :func:`~factorkit.sequence_mse`;
+  (F_a_m, F_y), with the masked :func:`~factorkit.reconstruction_loss` (step masks);
 - the MMD prior (:class:`~factorkit.MMDPriorLoss`) on every latent.
 
 Padding and missing modalities are handled with masks: the valid steps (B, T) of each
@@ -77,7 +77,7 @@ from factorkit import (
     pearson_corr,
     per_target_corr,
     per_target_mae,
-    sequence_mse,
+    reconstruction_loss,
     surrogate_loss,
     weighted_f1,
 )
@@ -273,7 +273,12 @@ class SentimentMFM(nn.Module):
             dropout=dropout,
         )
         self.decoders = nn.ModuleDict(
-            {m: SequenceDecoder(2 * factor_size, hidden_size, feature_sizes[m]) for m in names}
+            {
+                m: SequenceDecoder(
+                    factor_size, factor_size, feature_sizes[m], hidden_size=hidden_size
+                )
+                for m in names
+            }
         )
         self.predictor = Predictor(factor_size, output_size, dropout=dropout)
         self.register_buffer("label_offset", label_offset, persistent=label_offset is not None)
@@ -306,9 +311,7 @@ class SentimentMFM(nn.Module):
         Shapes:
             private_factor, shared_factor: (B, F). mask: (B, T). Returns: (B, T, D_m).
         """
-        out: Tensor = self.decoders[name](
-            torch.cat([private_factor, shared_factor], dim=1), mask=mask
-        )
+        out: Tensor = self.decoders[name](private_factor, shared_factor, mask=mask)
         return out
 
     def decode(self, latents: FactorizedLatents, mask: Tensor) -> SentimentOutput:
@@ -428,10 +431,6 @@ def label_loss(prediction: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(prediction.float(), labels)
 
 
-def _step_masks(batch: Batch, rows: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return {m: batch.mask & rows[m][:, None] for m in sorted(rows)}
-
-
 def mfm_objective(
     out: SentimentOutput,
     batch: Batch,
@@ -452,10 +451,9 @@ def mfm_objective(
         ``"total"``, ``"label"``, ``"recon/<m>"`` and ``"mmd/<latent>"`` (unweighted).
     """
     label = label_loss(out.prediction, batch.labels)
-    steps = _step_masks(batch, batch.present)
-    recon = {
-        m: sequence_mse(x_hat, batch.x[m], steps[m]) for m, x_hat in out.reconstructions.items()
-    }
+    _, recon = reconstruction_loss(
+        out.reconstructions, batch.x, batch.present, mask=batch.mask, per_modality=True
+    )
     mmd = prior.per_latent(out.latents)
     total = label + lambda_x * sum(recon.values()) + lambda_mmd * sum(mmd.values())
     return {
@@ -506,9 +504,7 @@ def surrogate_objective(
     codes = surrogate_loss(inferred, full)
     label = label_loss(out.prediction, batch.labels)
     missing = {m: batch.present[m] & ~observed[m] for m in observed}
-    steps = _step_masks(batch, missing)
-    recon = sum(sequence_mse(out.reconstructions[m], batch.x[m], steps[m]) for m in missing)
-    assert isinstance(recon, Tensor)
+    recon = reconstruction_loss(out.reconstructions, batch.x, missing, mask=batch.mask)
     total = codes + label + lambda_x * recon
     return {"total": total, "codes": codes, "label": label, "recon": recon}
 

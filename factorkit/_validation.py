@@ -121,14 +121,15 @@ def check_finite(
 
     Args:
         groups: a label naming the role (e.g. ``"target"``) -> modality name -> tensor.
-        present: modality name -> which rows to inspect, or ``None`` for all.
+        present: modality name -> which rows (or leading entries, e.g. valid steps) to
+            inspect, or ``None`` for all; a modality it does not name is inspected whole.
 
     Raises:
         ValueError: naming every modality and role with non-finite present values, the
             count of those values and the tensor's shape.
 
     Shapes:
-        groups[label][m]: (B, ...). present[m]: (B,) bool.
+        groups[label][m]: (B, ...). present[m]: (B,) or a longer prefix of the shape, bool.
     """
     if torch.compiler.is_compiling():
         return
@@ -136,8 +137,9 @@ def check_finite(
     for label, tensors in groups.items():
         for name in sorted(tensors):
             bad = ~tensors[name].isfinite()
-            if present is not None:
-                bad = bad & present[name].reshape(present[name].shape + (1,) * (bad.dim() - 1))
+            keep = None if present is None else present.get(name)
+            if keep is not None:
+                bad = bad & keep.reshape(keep.shape + (1,) * (bad.dim() - keep.dim()))
             where.append((name, label, tuple(bad.shape)))
             counts.append(bad.sum())
     found = torch.stack(counts).tolist()
@@ -166,3 +168,83 @@ def per_modality(
         check_names(value.keys(), names, what)
         return {name: check_size(value[name], f"{what}[{name!r}]") for name in sorted(names)}
     return {name: check_size(value, what) for name in sorted(names)}
+
+
+def check_choice(value: str, choices: Collection[str], what: str) -> str:
+    """Check that a string option is one of the allowed values."""
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_dropout(value: float, what: str = "dropout") -> float:
+    """Check a dropout probability: a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_like_parameters(x: Tensor, module: nn.Module, where: str, what: str) -> None:
+    """Check that a floating-point input matches the dtype and device of ``module``.
+
+    ``where`` names the input's owner (e.g. ``"modality 'audio'"``), ``what`` its role
+    (e.g. ``"sequence"``). Autocast dtypes mix as in :func:`check_vectors`; a module
+    without floating-point parameters accepts any floating dtype and device.
+    """
+    parameter = next((p for p in module.parameters() if p.is_floating_point()), None)
+    source = f"{type(module).__name__}'s parameters"
+    if not x.is_floating_point():
+        wanted = "" if parameter is None else f"; expected {parameter.dtype} ({source})"
+        raise ValueError(
+            f"{where}: {what} must be floating point, got {x.dtype} of shape "
+            f"{tuple(x.shape)}{wanted}"
+        )
+    if parameter is None:
+        return
+    if not _dtypes_agree(x.dtype, parameter.dtype, x.device.type):
+        raise ValueError(
+            f"{where}: {what} of dtype {x.dtype} and shape {tuple(x.shape)}, expected "
+            f"{parameter.dtype} (the dtype of {source}); cast the {what} or the module with .to()"
+        )
+    if x.device != parameter.device:
+        raise ValueError(
+            f"{where}: {what} on device {x.device}, but {source} are on {parameter.device}; "
+            f"move the {what} or the module with .to()"
+        )
+
+
+def check_sequence(x: Tensor, features: int, where: str, module: nn.Module) -> None:
+    """Check one padded sequence: shape (B, T, D) with T >= 1, the module's dtype and device.
+
+    Shapes:
+        x: (B, T, features).
+    """
+    if x.dim() != 3 or x.shape[2] != features:
+        raise ValueError(
+            f"{where}: expected a sequence of shape (B, T, {features}), got {tuple(x.shape)}"
+        )
+    if x.shape[1] < 1:
+        raise ValueError(f"{where}: the sequence has no steps (T = 0), shape {tuple(x.shape)}")
+    check_like_parameters(x, module, where, "sequence")
+
+
+def check_sequences(
+    tensors: Mapping[str, Tensor], sizes: Mapping[str, int], module: nn.Module
+) -> tuple[int, int]:
+    """Check aligned sequences by modality (one B and one T for all); return (B, T).
+
+    Shapes:
+        tensors[m]: (B, T, sizes[m]).
+    """
+    check_names(tensors.keys(), sizes.keys(), f"{type(module).__name__}: input modalities")
+    names = sorted(sizes)
+    first = tensors[names[0]]
+    for name in names:
+        x = tensors[name]
+        check_sequence(x, sizes[name], f"modality {name!r}", module)
+        if x.shape[:2] != first.shape[:2]:
+            raise ValueError(
+                f"modality {name!r}: (B, T) = {tuple(x.shape[:2])} differs from modality "
+                f"{names[0]!r}'s {tuple(first.shape[:2])}; aligned modalities share B and T"
+            )
+    return first.shape[0], first.shape[1]
