@@ -11,10 +11,10 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from examples.mfm import MFM, Discriminative, mfm_objective
+from examples.mfm import digits_mfm
 from examples.multiview_data import load_uci_mfeat, standardize
-from examples.training import Split, cross_entropy_loss
-from factorkit import MMDPriorLoss
+from examples.training import Split
+from factorkit import MMDPriorLoss, mfm_loss
 
 BATCH = 64
 
@@ -26,18 +26,14 @@ def make_steps(batch_size: int = BATCH) -> dict[str, Callable[[], None]]:
     train = Split(*data.split("train"))
     batch = train.take(torch.arange(batch_size))
     prior = MMDPriorLoss()
-    mfm = MFM(data.view_shapes, data.num_classes)
-    disc = Discriminative(data.view_shapes, data.num_classes)
+    mfm = digits_mfm(data.view_shapes, data.num_classes)
+    disc = digits_mfm(data.view_shapes, data.num_classes, generative=False)
 
-    def mfm_loss() -> torch.Tensor:
-        out = mfm(batch.views)
-        terms = mfm_objective(
-            out, batch.views, batch.labels, None, lambda_x=1.0, lambda_mmd=10.0, prior=prior
-        )
-        return terms["total"]
+    def mfm_objective() -> torch.Tensor:
+        return mfm_loss(mfm(batch.views), batch.views, batch.labels, prior=prior)["total"]
 
     def disc_loss() -> torch.Tensor:
-        return cross_entropy_loss(disc, batch.views, batch.labels, None)["total"]
+        return mfm_loss(disc(batch.views), batch.views, batch.labels)["total"]
 
     def stepper(model: torch.nn.Module, loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
         model.train()
@@ -50,7 +46,7 @@ def make_steps(batch_size: int = BATCH) -> dict[str, Callable[[], None]]:
 
         return step
 
-    return {"mfm": stepper(mfm, mfm_loss), "discriminative": stepper(disc, disc_loss)}
+    return {"mfm": stepper(mfm, mfm_objective), "discriminative": stepper(disc, disc_loss)}
 
 
 @pytest.mark.parametrize("model", ["discriminative", "mfm"])

@@ -1,6 +1,7 @@
 """Train the full MFM on multi-view digits and compare it with its baselines.
 
     python -m examples.mfm_digits                      # UCI Multiple Features, 6 views
+    python examples/mfm_digits.py                      # the same, as a script
     python -m examples.mfm_digits --data sklearn-digits
     python -m examples.mfm_digits --data my_views.npz --metrics-out metrics.json
     torchrun --standalone --nproc_per_node 2 -m examples.mfm_digits --distributed
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,19 +28,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from examples.mfm import MFM, Discriminative, mfm_objective
+if __package__ in (None, ""):  # run as a script: python examples/mfm_digits.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from examples.mfm import digits_mfm, logits_of
 from examples.missing import MissingEvaluation, train_surrogate
 from examples.multiview_data import DATASETS, MultiViewDataset, load_npz, standardize
-from examples.training import (
-    FitResult,
-    Split,
-    accuracy,
-    autocast,
-    cross_entropy_loss,
-    fit,
-    resolve_device,
-)
-from factorkit import MMDPriorLoss, random_presence
+from examples.training import FitResult, Split, accuracy, autocast, fit, resolve_device
+from factorkit import MFM, MMDPriorLoss, mfm_loss, random_presence
 
 Views = dict[str, torch.Tensor]
 Presence = dict[str, torch.Tensor] | None
@@ -136,29 +133,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     metrics: dict[str, Any] = {"dataset": dataset.name, "device": str(device), "seed": args.seed}
 
-    # The MFM: label loss + sum_m lambda_x * reconstruction_m + lambda_mmd * sum_Z MMD(Z, prior).
-    torch.manual_seed(args.seed)
-    mfm = MFM(
-        shapes,
-        classes,
-        shared_size=args.shared_size,
-        private_size=args.private_size,
-        dropout=args.dropout,
-    )
-    mfm.to(device)
+    # The MFM: label loss + sum_m lambda_x * reconstruction_m + lambda_mmd * sum_Z MMD(Z, prior);
+    # for the discriminative baselines (no decoders) the same objective is the label loss.
     prior = MMDPriorLoss(gather=args.distributed)  # under DDP: the MMD of the global batch
 
-    def mfm_loss(model: MFM, views: Views, labels: torch.Tensor, present: Presence) -> Terms:
-        out = model(views, present)
-        return mfm_objective(
-            out, views, labels, present,
+    def objective(model: MFM, views: Views, labels: torch.Tensor, present: Presence) -> Terms:
+        return mfm_loss(
+            model(views, present), views, labels,
             lambda_x=args.lambda_x, lambda_mmd=args.lambda_mmd, prior=prior,
         )  # fmt: skip
 
-    mfm_fit = fit(
-        mfm, mfm_loss, splits["train"], splits["validation"],
-        train_presence=train_presence, description="MFM", **fit_kwargs,
-    )  # fmt: skip
+    def train(
+        model: MFM, train: Split, validation: Split, description: str, **extra: Any
+    ) -> FitResult:
+        return fit(
+            model.to(device), objective, train, validation, predict=logits_of(model),
+            description=description, **fit_kwargs, **extra,
+        )  # fmt: skip
+
+    sizes = {"shared_size": args.shared_size, "dropout": args.dropout}
+    torch.manual_seed(args.seed)
+    mfm = digits_mfm(shapes, classes, private_size=args.private_size, **sizes)
+    mfm_fit = train(
+        mfm, splits["train"], splits["validation"], "MFM", train_presence=train_presence
+    )
     metrics["mfm"] = summary(mfm, mfm_fit, splits["test"])
     metrics["mfm"]["test_recon_mse"] = reconstruction_mse(mfm, splits["test"])
 
@@ -166,25 +164,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # Every model starts from the same seed, so its weights do not depend on how many
     # random numbers the models trained before it happened to draw.
     torch.manual_seed(args.seed)
-    disc = Discriminative(shapes, classes, shared_size=args.shared_size, dropout=args.dropout).to(
-        device
-    )
-    disc_fit = fit(
-        disc, cross_entropy_loss, splits["train"], splits["validation"],
-        train_presence=train_presence, description="discriminative", **fit_kwargs,
+    disc = digits_mfm(shapes, classes, generative=False, **sizes)
+    disc_fit = train(
+        disc, splits["train"], splits["validation"], "discriminative",
+        train_presence=train_presence,
     )  # fmt: skip
     metrics["discriminative"] = summary(disc, disc_fit, splits["test"])
     metrics["single_view"] = {}
     for view in names:
         torch.manual_seed(args.seed)
-        single = Discriminative(
-            {view: shapes[view]}, classes, shared_size=args.shared_size, dropout=args.dropout
-        )
+        single = digits_mfm({view: shapes[view]}, classes, generative=False, **sizes)
         only = {s: Split({view: sp.views[view]}, sp.labels) for s, sp in splits.items()}
-        single_fit = fit(
-            single.to(device), cross_entropy_loss, only["train"], only["validation"],
-            description=f"only {view}", **fit_kwargs,
-        )  # fmt: skip
+        single_fit = train(single, only["train"], only["validation"], f"only {view}")
         metrics["single_view"][view] = summary(single, single_fit, only["test"])["test_accuracy"]
 
     if not args.no_missing and len(names) > 1:
@@ -221,10 +212,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return metrics
 
 
-def summary(model: torch.nn.Module, result: FitResult, test: Split) -> dict[str, Any]:
+def summary(model: MFM, result: FitResult, test: Split) -> dict[str, Any]:
     """Test accuracy and the training summary of one model."""
     with autocast(test.labels.device):
-        test_accuracy = accuracy(model.predict, test)  # type: ignore[operator]
+        test_accuracy = accuracy(logits_of(model), test)
     return {
         "test_accuracy": test_accuracy,
         "validation_accuracy": result.best_accuracy,
@@ -237,10 +228,10 @@ def summary(model: torch.nn.Module, result: FitResult, test: Split) -> dict[str,
 @torch.no_grad()
 def reconstruction_mse(model: MFM, split: Split) -> dict[str, float]:
     """Test MSE of each view's reconstruction, on standardised features."""
-    out = model(split.views)
+    reconstructions = model(split.views).reconstructions
+    assert reconstructions is not None
     return {
-        m: float((out.reconstructions[m].float() - x).square().mean())
-        for m, x in split.views.items()
+        m: float((reconstructions[m].float() - x).square().mean()) for m, x in split.views.items()
     }
 
 

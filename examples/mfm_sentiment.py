@@ -57,7 +57,6 @@ from examples.sentiment_data import (
 from examples.training import FitResult, autocast, fit, resolve_device
 from factorkit import (
     FactorContributions,
-    FactorGenerator,
     FactorGenerators,
     FactorizedLatents,
     MemoryFusionEncoder,
@@ -360,7 +359,7 @@ class SentimentDiscriminative(nn.Module):
         self.shared_encoder = MemoryFusionEncoder(
             dict(feature_sizes), hidden_size, memory_size, shared_size, dropout=dropout
         )
-        self.generator = FactorGenerator(shared_size, factor_size, dropout=dropout)
+        self.generator = FactorGenerators(shared_size, {}, factor_size=factor_size, dropout=dropout)
         self.predictor = Predictor(factor_size, output_size, dropout=dropout)
         self.register_buffer("label_offset", label_offset, persistent=label_offset is not None)
 
@@ -369,7 +368,7 @@ class SentimentDiscriminative(nn.Module):
     ) -> Tensor:
         """Regression values (B, K) or class logits (B, C)."""
         shared = self.shared_encoder(_zero_absent(x, present), mask=mask)
-        out: Tensor = self.predictor(self.generator(shared))
+        out: Tensor = self.predictor(self.generator.generate("shared", shared))
         return out if self.label_offset is None else out + self.label_offset
 
     forward = predict

@@ -45,14 +45,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from examples.mfm import MFM, Discriminative, encode_views
+from examples.mfm import digits_mfm, logits_of
 from examples.multiview_data import Standardization
-from examples.training import Split, accuracy, autocast, cross_entropy_loss, fit
+from examples.training import Split, accuracy, autocast, fit
 from factorkit import (
+    MFM,
+    FactorizedHead,
     FactorizedLatents,
     SurrogateInference,
     complete_latents,
     fill_absent,
+    mfm_loss,
     random_presence,
     reconstruction_loss,
     surrogate_loss,
@@ -112,18 +115,19 @@ def train_surrogate(
 ) -> SurrogateInference:
     """Train surrogate inference with the MFM frozen (see the module docstring)."""
     device = train.labels.device
-    sizes = {m: mfm.head.input_sizes[m] + math.prod(v.shape[1:]) for m, v in train.views.items()}
+    head = _head(mfm)
+    sizes = {m: head.input_sizes[m] + math.prod(v.shape[1:]) for m, v in train.views.items()}
     torch.manual_seed(seed)
     surrogate = SurrogateInference(
         sizes,
-        shared_size=mfm.head.shared_size,
-        private_size=mfm.head.private_sizes,
+        shared_size=head.shared_size,
+        private_size=head.private_sizes,
         mode="experts",
         hidden_size=256,
     ).to(device)
     mfm.requires_grad_(False)
     mfm.eval()
-    names = mfm.head.modalities
+    names = head.modalities
 
     def terms(
         model: SurrogateInference,
@@ -135,18 +139,19 @@ def train_surrogate(
     ) -> dict[str, Tensor]:
         latents, inferred = infer_latents(mfm, model, views, present, full=target)
         out = mfm.decode(latents)
+        assert out.reconstructions is not None
         missing = {m: ~present[m] for m in names}
         return {
             "codes": surrogate_loss(inferred, target),
-            "label": F.cross_entropy(out.logits, labels),
-            "distill": distillation_loss(out.logits, teacher),
+            "label": F.cross_entropy(out.prediction, labels),
+            "distill": distillation_loss(out.prediction, teacher),
             "recon": reconstruction_loss(out.reconstructions, views, missing),
         }
 
     def loss(model: SurrogateInference, views: dict, labels: Tensor, present: Any) -> dict:
         with torch.no_grad():
-            target = mfm.head(encode_views(mfm.encoders, views, None))
-            teacher = mfm.predictor(mfm.generators.generate("shared", target.shared))
+            target = mfm.encode(views)
+            teacher = mfm.predict(target)
         first = terms(model, views, labels, present, target, teacher)
         # Every sample again with one of its observed views alone (picked at random), so
         # that each expert also learns to stand alone: the only-one-view patterns.
@@ -180,6 +185,11 @@ def train_surrogate(
     return surrogate
 
 
+def label_loss(model: MFM, views: dict, labels: Tensor, present: Any) -> dict[str, Tensor]:
+    """The objective of a discriminative digits model (:func:`~factorkit.mfm_loss`: the label)."""
+    return mfm_loss(model(views, present), views, labels)
+
+
 def distillation_loss(
     logits: Tensor, teacher: Tensor, temperature: float = DISTILLATION_TEMPERATURE
 ) -> Tensor:
@@ -194,6 +204,13 @@ def distillation_loss(
         log_target=True,
         reduction="batchmean",
     )
+
+
+def _head(mfm: MFM) -> FactorizedHead:
+    """The MFM's encoder: a :class:`~factorkit.FactorizedHead` over the view encoders."""
+    if not isinstance(mfm.encoder, FactorizedHead) or mfm.encoder.encoders is None:
+        raise TypeError("the missing-view evaluation needs an MFM whose encoder is a head")
+    return mfm.encoder
 
 
 def infer_latents(
@@ -218,13 +235,14 @@ def infer_latents(
         The completed latents, and the surrogate's own (inferred slots marked present).
     """
     # Absent views are zeroed before the encoders: the features of mean imputation.
-    features = encode_views(mfm.encoders, views, present)
+    head = _head(mfm)
+    features = head.encode(views, present)
     inputs = {
         m: torch.cat([features[m], fill_absent(views[m], present[m]).flatten(1)], dim=1)
         for m in features
     }
-    inferred = surrogate(inputs, present, base=mfm.head(features))
-    observed = mfm.head(features, present) if full is None else full
+    inferred = surrogate(inputs, present, base=head.factorize(features))
+    observed = head.factorize(features, present) if full is None else full
     return complete_latents(observed, inferred, present), inferred
 
 
@@ -234,7 +252,8 @@ def surrogate_predict(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Logits and reconstructions of MFM + surrogate inference under a presence mask."""
     out = mfm.decode(infer_latents(mfm, surrogate, views, present)[0])
-    return out.logits, out.reconstructions
+    assert out.reconstructions is not None
+    return out.prediction, out.reconstructions
 
 
 class MissingEvaluation:
@@ -261,7 +280,7 @@ class MissingEvaluation:
     def run(self, random_rates: Mapping[str, float] | None = None) -> dict[str, dict[str, Any]]:
         """Metrics of every pattern, plus ``random_rates``: extra named random patterns."""
         device = self.test.labels.device
-        names = self.mfm.head.modalities
+        names = _head(self.mfm).modalities
         patterns = evaluation_patterns(names, len(self.test), self.seed)
         for name, rate in (random_rates or {}).items():
             generator = torch.Generator().manual_seed(self.seed + 3)
@@ -274,7 +293,7 @@ class MissingEvaluation:
         return results
 
     def pattern(self, name: str, present: Presence) -> dict[str, float]:
-        test, names = self.test, self.mfm.head.modalities
+        test, names = self.test, _head(self.mfm).modalities
         missing = [m for m in names if not bool(present[m].all())]
         with autocast(device=test.labels.device):
             logits, recon = surrogate_predict(self.mfm, self.surrogate, test.views, present)
@@ -291,8 +310,8 @@ class MissingEvaluation:
         _, mean_mse = reconstruction_loss(zeros, test.views, absent, per_modality=True)
         return {
             "surrogate_accuracy": _accuracy(logits, test.labels),
-            "zero_fill_accuracy": accuracy(self.mfm.predict, zero),
-            "mean_impute_accuracy": accuracy(self.mfm.predict, mean),
+            "zero_fill_accuracy": accuracy(logits_of(self.mfm), zero),
+            "mean_impute_accuracy": accuracy(logits_of(self.mfm), mean),
             "observed_only_accuracy": self._observed_only(name, present),
             "surrogate_recon_mse": _mean(float(surrogate_mse[m]) for m in missing),
             "mean_impute_recon_mse": _mean(float(mean_mse[m]) for m in missing),
@@ -313,7 +332,9 @@ class MissingEvaluation:
         if name.startswith("without_"):
             kept = [m for m in shapes if m != name.removeprefix("without_")]
             torch.manual_seed(self.seed)
-            model = Discriminative({m: shapes[m] for m in kept}, int(self.train.labels.max()) + 1)
+            model = digits_mfm(
+                {m: shapes[m] for m in kept}, int(self.train.labels.max()) + 1, generative=False
+            )
             model.to(self.test.labels.device)
             only = [
                 Split({m: s.views[m] for m in kept}, s.labels)
@@ -321,30 +342,33 @@ class MissingEvaluation:
             ]
             fit(
                 model,
-                cross_entropy_loss,
+                label_loss,
                 only[0],
                 only[1],
+                predict=logits_of(model),
                 description=f"{name} disc",
                 **self.fit_kwargs,
             )
-            return accuracy(model.predict, only[2])
+            return accuracy(logits_of(model), only[2])
         # random_<rate>: trained under random masks of that rate, evaluated on the test masks.
         names, rate = sorted(shapes), self._rates[name]
         torch.manual_seed(self.seed)
-        model = Discriminative(shapes, int(self.train.labels.max()) + 1).to(self.test.labels.device)
+        model = digits_mfm(shapes, int(self.train.labels.max()) + 1, generative=False)
+        model.to(self.test.labels.device)
         generator = torch.Generator().manual_seed(self.seed + 2)
         val_mask = random_presence(names, len(self.validation), rate, generator=generator)
         val_mask = {m: p.to(self.test.labels.device) for m, p in val_mask.items()}
         fit(
             model,
-            cross_entropy_loss,
+            label_loss,
             self.train,
             Split(self.validation.views, self.validation.labels, val_mask),
             train_presence=lambda b, g: random_presence(names, b, rate, generator=g),
+            predict=logits_of(model),
             description=f"{name} disc",
             **self.fit_kwargs,
         )
-        return accuracy(model.predict, Split(self.test.views, self.test.labels, present))
+        return accuracy(logits_of(model), Split(self.test.views, self.test.labels, present))
 
 
 def _accuracy(logits: Tensor, labels: Tensor) -> float:

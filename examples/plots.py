@@ -16,9 +16,8 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from examples.mfm import MFM, encode_views
 from examples.training import Split
-from factorkit import FactorizedLatents, factor_contributions, transfer_grid
+from factorkit import MFM, FactorizedLatents, ModalityDecoders, factor_contributions, transfer_grid
 
 __all__ = ["IMAGE_VIEWS", "pca_2d", "save_all"]
 
@@ -64,6 +63,7 @@ def reconstructions(model: MFM, split: Split, path: Path, *, samples: int = 4) -
     views = {m: v[:samples] for m, v in split.views.items()}
     with torch.no_grad():
         recon = model(views).reconstructions
+    assert recon is not None
     names = list(views)
     fig, axes = plt.subplots(
         len(names), samples, figsize=(2.4 * samples, 1.9 * len(names)), squeeze=False
@@ -123,8 +123,9 @@ def contributions(model: MFM, split: Split, path: Path) -> tuple[Path, dict[str,
     batches = [split.take(order[i : i + 256]) for i in range(0, len(split), 256)]
 
     def factorize(batch: Split) -> FactorizedLatents:
-        return model.decode(model.head(encode_views(model.encoders, batch.views, None))).factors
+        return model.decode(model.encode(batch.views)).factors
 
+    assert isinstance(model.decoders, ModalityDecoders)
     result = factor_contributions(model.decoders, batches, factorize=factorize, per_coordinate=True)
     names = list(result.shared)
     x = torch.arange(len(names)).numpy()
@@ -151,7 +152,7 @@ def swap_grid(model: MFM, split: Split, path: Path, *, view: str = "pix", size: 
     rows = torch.arange(0, step * size, step)[:size]
     sample = split.take(rows)
     with torch.no_grad():
-        latents = model.head(encode_views(model.encoders, sample.views, None))
+        latents = model.encode(sample.views)
         grid = transfer_grid(
             model.generators, model.decoders, latents,
             content=torch.arange(size), style=torch.arange(size),

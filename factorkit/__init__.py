@@ -7,11 +7,10 @@ per modality, each pulled toward its prior with an MMD penalty.
 
 from __future__ import annotations
 
-from factorkit.decoders import ImageDecoder, ModalityDecoders, VectorDecoder, VectorDecoders
+from factorkit.decoders import ImageDecoder, ModalityDecoders, VectorDecoder
 from factorkit.distributed import all_gather_with_grad
 from factorkit.fusion import ConcatFusion
-from factorkit.generators import FactorGenerator, FactorGenerators
-from factorkit.grouped import GroupedLinear, GroupedMLP
+from factorkit.generators import FactorGenerators
 from factorkit.heads import FactorizedHead
 from factorkit.interpret import (
     FactorContributions,
@@ -35,6 +34,7 @@ from factorkit.metrics import (
 )
 from factorkit.mfn import MemoryFusionEncoder
 from factorkit.mmd_loss import MMDPriorLoss, PriorSampler, gaussian_prior_mmd, mmd
+from factorkit.models import MFM, MFMLoss, MFMOutput, mfm_loss
 from factorkit.predictor import Predictor
 from factorkit.probes import (
     content_transfer,
@@ -56,19 +56,19 @@ from factorkit.surrogate import SurrogateInference, SurrogateLoss, complete_late
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "MFM",
     "ConcatFusion",
     "FactorContributions",
-    "FactorGenerator",
     "FactorGenerators",
     "FactorizedHead",
     "FactorizedLatents",
     "GaussianKernel",
-    "GroupedLinear",
-    "GroupedMLP",
     "ImageDecoder",
     "InverseMultiquadraticKernel",
     "JacobianNorms",
     "Kernel",
+    "MFMLoss",
+    "MFMOutput",
     "MMDPriorLoss",
     "MemoryFusionEncoder",
     "ModalityDecoders",
@@ -81,7 +81,6 @@ __all__ = [
     "SurrogateInference",
     "SurrogateLoss",
     "VectorDecoder",
-    "VectorDecoders",
     "__version__",
     "accuracy",
     "accuracy_2",
@@ -101,6 +100,7 @@ __all__ = [
     "linear_probe_accuracy",
     "linear_probe_r2",
     "mae",
+    "mfm_loss",
     "mmd",
     "pearson_corr",
     "per_target_corr",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +47,39 @@ def parameter_dtype(module: nn.Module) -> torch.dtype | None:
     return None
 
 
+def parameter_device(module: nn.Module) -> torch.device | None:
+    """The device of a module's first parameter (``None`` if it has none)."""
+    for parameter in module.parameters():
+        return parameter.device
+    return None
+
+
+def check_tensor(x: Tensor, module: nn.Module, what: str) -> None:
+    """Check one input against a module's parameters: floating point, same dtype, device.
+
+    ``what`` names the input in the error (e.g. ``"modality 'audio': private factor"``).
+    Under :func:`torch.autocast` float32, float16 and bfloat16 may mix. Reads metadata
+    only: no host sync.
+    """
+    dtype, device = parameter_dtype(module), parameter_device(module)
+    owner = type(module).__name__
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{what} must be floating point, got {x.dtype} of shape {tuple(x.shape)}"
+            + ("" if dtype is None else f"; expected {dtype} (the dtype of {owner}'s parameters)")
+        )
+    if dtype is not None and not _dtypes_agree(x.dtype, dtype, x.device.type):
+        raise ValueError(
+            f"{what} has dtype {x.dtype} (shape {tuple(x.shape)}), expected {dtype} (the "
+            f"dtype of {owner}'s parameters); cast the input or the module with .to()"
+        )
+    if device is not None and x.device != device:
+        raise ValueError(
+            f"{what} is on {x.device}, {owner}'s parameters on {device}; "
+            f"move the input or the module with .to()"
+        )
+
+
 _AUTOCAST_CASTS = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -70,14 +104,17 @@ def check_vectors(
 ) -> int:
     """Check a mapping of (B, D_m) tensors against the expected sizes; return B.
 
-    Every tensor must be floating point, and all must share one dtype: the dtype of
-    ``module``'s parameters when given, else that of the first modality (sorted by name).
+    Every tensor must be floating point, and all must share one dtype and one device:
+    those of ``module``'s parameters when given, else those of the first modality (sorted
+    by name).
     Under :func:`torch.autocast` float32, float16 and bfloat16 may mix (autocast casts
     them); float64 must still match. The check reads dtypes only: no host sync.
     """
     check_names(tensors.keys(), sizes.keys(), f"{what} modalities")
     expected = None if module is None else parameter_dtype(module)
+    device = None if module is None else parameter_device(module)
     source = f"the dtype of {type(module).__name__}'s parameters"
+    device_source = f"{type(module).__name__}'s parameters"
     batch: int | None = None
     first = ""
     for name in sorted(sizes):
@@ -95,6 +132,13 @@ def check_vectors(
             )
         if expected is None:
             expected, source = x.dtype, f"the dtype of modality {name!r}"
+        if device is None:
+            device, device_source = x.device, f"modality {name!r}"
+        if x.device != device:
+            raise ValueError(
+                f"modality {name!r}: {what} on {x.device}, {device_source} on {device}; "
+                f"move them to one device with .to()"
+            )
         if batch is None:
             batch, first = x.shape[0], name
         elif x.shape[0] != batch:
@@ -109,6 +153,14 @@ def check_vectors(
             )
     assert batch is not None
     return batch
+
+
+def _non_finite(x: Tensor, keep: Tensor | None) -> Tensor:
+    """Where ``x`` is NaN or inf, within the kept leading entries (all with ``None``)."""
+    bad = ~x.isfinite()
+    if keep is not None:
+        bad = bad & keep.reshape(keep.shape + (1,) * (bad.dim() - keep.dim()))
+    return bad
 
 
 def check_finite(
@@ -126,7 +178,7 @@ def check_finite(
 
     Raises:
         ValueError: naming every modality and role with non-finite present values, the
-            count of those values and the tensor's shape.
+            count of those values, the first rows holding them and the tensor's shape.
 
     Shapes:
         groups[label][m]: (B, ...). present[m]: (B,) or a longer prefix of the shape, bool.
@@ -136,21 +188,23 @@ def check_finite(
     where, counts = [], []
     for label, tensors in groups.items():
         for name in sorted(tensors):
-            bad = ~tensors[name].isfinite()
-            keep = None if present is None else present.get(name)
-            if keep is not None:
-                bad = bad & keep.reshape(keep.shape + (1,) * (bad.dim() - keep.dim()))
+            bad = _non_finite(tensors[name], None if present is None else present.get(name))
             where.append((name, label, tuple(bad.shape)))
             counts.append(bad.sum())
     found = torch.stack(counts).tolist()
-    errors = [
-        f"modality {name!r}: {count} non-finite value{'s' if count > 1 else ''} in the "
-        f"present rows of the {label} (shape {shape})"
-        for (name, label, shape), count in zip(where, found, strict=True)
-        if count
-    ]
-    if errors:
-        raise ValueError("; ".join(errors))
+    if not any(found):
+        return
+    errors = []
+    for (name, label, shape), count in zip(where, found, strict=True):
+        if count:
+            bad = _non_finite(groups[label][name], None if present is None else present.get(name))
+            rows = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+            shown = f"{rows[:10]}{'...' if len(rows) > 10 else ''}"
+            errors.append(
+                f"modality {name!r}: {count} non-finite value{'s' if count > 1 else ''} in "
+                f"the present rows of the {label} (shape {shape}), rows {shown}"
+            )
+    raise ValueError("; ".join(errors))
 
 
 def check_size(value: int, what: str) -> int:
@@ -170,6 +224,35 @@ def per_modality(
     return {name: check_size(value, what) for name in sorted(names)}
 
 
+class RecordsModalities(nn.Module):
+    """Base of the blocks with per-modality parameters: checkpoints know their modalities.
+
+    The state dict holds the block's modality record (names and sizes, from
+    :meth:`modality_record`) under ``_extra_state``; loading a state dict whose record
+    differs raises a ``ValueError`` naming both, before any child parameter is loaded,
+    instead of silently handing one modality's weights to another.
+    """
+
+    def modality_record(self) -> dict[str, Any]:
+        """The names and sizes a checkpoint must match (override in each block)."""
+        raise NotImplementedError
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The modality record, saved in the state dict."""
+        return {"modalities": self.modality_record()}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Refuse a checkpoint of other modality names or sizes."""
+        ours = self.modality_record()
+        theirs = state.get("modalities") if isinstance(state, dict) else None
+        if theirs != ours:
+            raise ValueError(
+                f"{type(self).__name__}: the checkpoint was saved for modalities {theirs}, "
+                f"this block has {ours}; build the block with the checkpoint's modality "
+                f"names and sizes"
+            )
+
+
 def check_choice(value: str, choices: Collection[str], what: str) -> str:
     """Check that a string option is one of the allowed values."""
     if value not in choices:
@@ -184,35 +267,6 @@ def check_dropout(value: float, what: str = "dropout") -> float:
     return float(value)
 
 
-def check_like_parameters(x: Tensor, module: nn.Module, where: str, what: str) -> None:
-    """Check that a floating-point input matches the dtype and device of ``module``.
-
-    ``where`` names the input's owner (e.g. ``"modality 'audio'"``), ``what`` its role
-    (e.g. ``"sequence"``). Autocast dtypes mix as in :func:`check_vectors`; a module
-    without floating-point parameters accepts any floating dtype and device.
-    """
-    parameter = next((p for p in module.parameters() if p.is_floating_point()), None)
-    source = f"{type(module).__name__}'s parameters"
-    if not x.is_floating_point():
-        wanted = "" if parameter is None else f"; expected {parameter.dtype} ({source})"
-        raise ValueError(
-            f"{where}: {what} must be floating point, got {x.dtype} of shape "
-            f"{tuple(x.shape)}{wanted}"
-        )
-    if parameter is None:
-        return
-    if not _dtypes_agree(x.dtype, parameter.dtype, x.device.type):
-        raise ValueError(
-            f"{where}: {what} of dtype {x.dtype} and shape {tuple(x.shape)}, expected "
-            f"{parameter.dtype} (the dtype of {source}); cast the {what} or the module with .to()"
-        )
-    if x.device != parameter.device:
-        raise ValueError(
-            f"{where}: {what} on device {x.device}, but {source} are on {parameter.device}; "
-            f"move the {what} or the module with .to()"
-        )
-
-
 def check_sequence(x: Tensor, features: int, where: str, module: nn.Module) -> None:
     """Check one padded sequence: shape (B, T, D) with T >= 1, the module's dtype and device.
 
@@ -225,7 +279,7 @@ def check_sequence(x: Tensor, features: int, where: str, module: nn.Module) -> N
         )
     if x.shape[1] < 1:
         raise ValueError(f"{where}: the sequence has no steps (T = 0), shape {tuple(x.shape)}")
-    check_like_parameters(x, module, where, "sequence")
+    check_tensor(x, module, f"{where}: sequence")
 
 
 def check_sequences(

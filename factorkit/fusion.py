@@ -9,18 +9,24 @@ same ``forward(features, present)`` signature can replace it in
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from factorkit._layers import mlp
-from factorkit._validation import check_modality_names, check_size, check_vectors
+from factorkit._validation import (
+    RecordsModalities,
+    check_modality_names,
+    check_size,
+    check_vectors,
+)
 from factorkit.masks import check_presence, fill_absent
 
 __all__ = ["ConcatFusion"]
 
 
-class ConcatFusion(nn.Module):
+class ConcatFusion(RecordsModalities):
     """Concatenate every modality's features and map them through an MLP.
 
     With a presence mask, an absent modality's features are replaced by zeros (with
@@ -60,6 +66,10 @@ class ConcatFusion(nn.Module):
         hidden = check_size(hidden_size or max(output_size, 64), "hidden_size")
         width = sum(self.input_sizes.values()) + len(self.modalities)
         self.mlp = mlp([width, hidden, output_size], dropout=dropout)
+
+    def modality_record(self) -> dict[str, Any]:
+        """Input sizes by modality and the output size (checked when a checkpoint loads)."""
+        return {"input_sizes": self.input_sizes, "output_size": self.output_size}
 
     def forward(
         self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None

@@ -3,68 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from factorkit._layers import mlp
-from factorkit._validation import SHARED, check_modality_names, check_size, per_modality
-from factorkit.grouped import GroupedMLP
+from factorkit._grouped import GroupedMLP
+from factorkit._validation import (
+    SHARED,
+    RecordsModalities,
+    check_modality_names,
+    check_size,
+    check_tensor,
+    per_modality,
+)
 from factorkit.heads import FactorizedHead
 from factorkit.latents import FactorizedLatents
 
-__all__ = ["FactorGenerator", "FactorGenerators"]
+__all__ = ["FactorGenerators"]
 
 
-class FactorGenerator(nn.Module):
-    """The MFM generator: Linear, ReLU, Dropout, Linear, ReLU.
+class FactorGenerators(RecordsModalities):
+    """One generator per latent: F_y = G_y(Z_y), F_a_m = G_a_m(Z_a_m).
 
-    Args:
-        input_size: size of the code Z.
-        output_size: size of the factor F.
-        hidden_size: hidden width (default: ``output_size``).
-        dropout: dropout probability after the first activation.
-
-    Shapes:
-        z: (B, input_size). Returns: (B, output_size), non-negative.
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        output_size: int,
-        *,
-        hidden_size: int | None = None,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.input_size = check_size(input_size, "input_size")
-        hidden = check_size(hidden_size or output_size, "hidden_size")
-        widths = [input_size, hidden, check_size(output_size, "output_size")]
-        self.net = mlp(widths, dropout=dropout).append(nn.ReLU())
-
-    def forward(self, z: Tensor) -> Tensor:
-        """Map a code Z to its factor F = G(Z)."""
-        if z.dim() != 2 or z.shape[1] != self.input_size:
-            raise ValueError(
-                f"expected a code of shape (B, {self.input_size}), got {tuple(z.shape)}"
-            )
-        out: Tensor = self.net(z)
-        return out
-
-
-class FactorGenerators(nn.Module):
-    """One :class:`FactorGenerator` per latent: F_y = G_y(Z_y), F_a_m = G_a_m(Z_a_m).
+    Each generator is the MFM's small MLP: Linear, ReLU, Dropout, Linear, ReLU (so every
+    factor is non-negative). Generators whose code and factor sizes agree (typically
+    every private one) run together as one batched MLP; each keeps its own weights, and
+    the result is the same as running them one by one.
 
     Args:
         shared_size: Dy, size of the shared code.
-        private_sizes: modality name -> Da_m.
+        private_sizes: modality name -> Da_m; empty for a shared generator alone (a
+            discriminative model without private codes).
         factor_size: size of every factor, or a mapping with ``"shared"`` and each
             modality name.
         hidden_size: hidden width of every generator (default: its factor size).
-        dropout: dropout of every generator.
-
-    The generators are held in one :class:`~factorkit.GroupedMLP`: latents whose code
-    and factor sizes agree run as one batched MLP (each keeps its own weights).
+        dropout: dropout of every generator, after its first activation.
 
     Shapes:
         latents.shared: (B, Dy), latents.private[m]: (B, Da_m).
@@ -87,15 +60,14 @@ class FactorGenerators(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.modalities = check_modality_names(private_sizes.keys())
+        self.modalities = check_modality_names(private_sizes.keys()) if private_sizes else ()
         names = (SHARED, *self.modalities)
         code_sizes = {SHARED: check_size(shared_size, "shared_size")}
         code_sizes.update(per_modality(dict(private_sizes), self.modalities, "private_sizes"))
         self.code_sizes = code_sizes
         self.factor_sizes = per_modality(factor_size, names, "factor_size")
-        # Latents with equal code and factor sizes (typically every private one) share one
-        # stack of batched layers: the same functions as separate FactorGenerators, with
-        # one matmul per layer instead of one per latent.
+        if hidden_size is not None:
+            check_size(hidden_size, "hidden_size")
         self.generators = GroupedMLP(
             {
                 n: [code_sizes[n], hidden_size or self.factor_sizes[n], self.factor_sizes[n]]
@@ -123,6 +95,10 @@ class FactorGenerators(nn.Module):
             dropout=dropout,
         )
 
+    def modality_record(self) -> dict[str, Any]:
+        """Code and factor sizes by latent (checked when a checkpoint loads)."""
+        return {"code_sizes": self.code_sizes, "factor_sizes": self.factor_sizes}
+
     def forward(self, latents: FactorizedLatents) -> FactorizedLatents:
         """Map every latent to its factor; the presence mask is passed on unchanged."""
         if latents.modalities != self.modalities:
@@ -130,14 +106,16 @@ class FactorGenerators(nn.Module):
                 f"latents have modalities {list(latents.modalities)}, "
                 f"generators were built for {list(self.modalities)}"
             )
-        for name, z in latents.items():
+        codes = dict(latents.items())
+        for name, z in codes.items():
             expected = self.code_sizes[name]
             if z.dim() != 2 or z.shape[1] != expected:
                 raise ValueError(
                     f"latent {name!r}: expected a code of shape (B, {expected}), "
                     f"got {tuple(z.shape)}"
                 )
-        factors = self.generators(dict(latents.items()))
+            check_tensor(z, self, f"latent {name!r}: code")
+        factors = self.generators(codes)
         return FactorizedLatents(
             factors[SHARED], {m: factors[m] for m in self.modalities}, latents.present
         )
@@ -148,4 +126,7 @@ class FactorGenerators(nn.Module):
         Shapes:
             z: (B, code size of ``name``). Returns: (B, factor size of ``name``).
         """
+        if name not in self.code_sizes:
+            raise ValueError(f"no generator for latent {name!r}; have {list(self.code_sizes)}")
+        check_tensor(z, self, f"latent {name!r}: code")
         return self.generators.forward_one(name, z)

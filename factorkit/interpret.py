@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from factorkit.decoders import ModalityDecoders, VectorDecoders
+from factorkit.decoders import ModalityDecoders
 from factorkit.latents import FactorizedLatents
 
 __all__ = [
@@ -240,7 +240,7 @@ def _unpack(item: Any) -> tuple[FactorizedLatents, Mapping[str, Tensor]]:
 
 
 def factor_contributions(
-    decoders: ModalityDecoders | VectorDecoders | Mapping[str, Decoder],
+    decoders: ModalityDecoders | Mapping[str, Decoder],
     batches: Iterable[Any],
     *,
     factorize: Callable[[Any], FactorBatch] | None = None,
@@ -253,8 +253,7 @@ def factor_contributions(
     dataset, batch by batch; the definitions are in :mod:`factorkit.interpret`.
 
     Args:
-        decoders: :class:`~factorkit.ModalityDecoders`, :class:`~factorkit.VectorDecoders`,
-            or modality name -> a decoder
+        decoders: :class:`~factorkit.ModalityDecoders`, or modality name -> a decoder
             called as ``decoder(private, shared)``. Put them in eval mode.
         batches: an iterable of :data:`FactorBatch` (factors F = G(Z), optionally with
             step masks), or of anything ``factorize`` accepts (e.g. a DataLoader).
@@ -287,8 +286,6 @@ def factor_contributions(
     """
     table: dict[str, Decoder]
     if isinstance(decoders, ModalityDecoders):
-        table = {m: decoders.decoders[m] for m in decoders.modalities}
-    elif isinstance(decoders, VectorDecoders):
         table = {m: functools.partial(decoders.decode, m) for m in decoders.modalities}
     else:
         table = dict(decoders)

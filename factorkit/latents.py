@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor
 
 from factorkit._validation import SHARED
@@ -57,8 +58,8 @@ class FactorizedLatents:
 
     @property
     def batch_size(self) -> int:
-        """B."""
-        return int(self.shared.shape[0])
+        """B (symbolic under torch.export, so a dynamic batch size stays dynamic)."""
+        return self.shared.shape[0]
 
     def items(self) -> Iterator[tuple[str, Tensor]]:
         """Every latent by name: ``"shared"`` first, then each modality in sorted order."""
@@ -115,6 +116,32 @@ class FactorizedLatents:
         return same and _masks_equal(self.present, other.present)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _flatten(latents: FactorizedLatents) -> tuple[list[Any], None]:
+    return [latents.shared, latents.private, latents.present], None
+
+
+def _flatten_with_keys(latents: FactorizedLatents) -> tuple[list[tuple[Any, Any]], None]:
+    children, _ = _flatten(latents)
+    keys = ("shared", "private", "present")
+    return [(pytree.GetAttrKey(k), c) for k, c in zip(keys, children, strict=True)], None
+
+
+def _unflatten(children: Iterable[Any], _: None) -> FactorizedLatents:
+    shared, private, present = children
+    return FactorizedLatents(shared, private, present)
+
+
+# A pytree node, so that modules taking or returning latents (an MFM, a surrogate) run
+# under torch.export, torch.compile and torch.utils._pytree-based tools unchanged.
+pytree.register_pytree_node(
+    FactorizedLatents,
+    _flatten,
+    _unflatten,
+    serialized_type_name="factorkit.FactorizedLatents",
+    flatten_with_keys_fn=_flatten_with_keys,
+)
 
 
 def _masks_equal(a: Mapping[str, Tensor] | None, b: Mapping[str, Tensor] | None) -> bool:

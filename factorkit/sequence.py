@@ -36,13 +36,7 @@ from factorkit._padding import (
     roll_rows,
     valid_steps,
 )
-from factorkit._validation import (
-    check_choice,
-    check_dropout,
-    check_like_parameters,
-    check_sequence,
-    check_size,
-)
+from factorkit._validation import check_choice, check_dropout, check_sequence, check_size
 from factorkit.decoders import _join_factors
 
 DecoderFeed = Literal["every", "first", "hidden"]
@@ -302,10 +296,8 @@ class SequenceDecoder(nn.Module):
             The reconstruction X_hat_m.
         """
         owner = type(self).__name__
-        check_like_parameters(private, self, owner, "private factor")
-        check_like_parameters(shared, self, owner, "shared factor")
         try:
-            z = _join_factors(private, shared, self.private_size, self.shared_size)
+            z = _join_factors(self, private, shared, self.private_size, self.shared_size)
         except ValueError as err:
             raise ValueError(f"{owner}: {err}") from None
         steps = self._resolve_steps(steps, mask)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from factorkit._layers import mlp
 from factorkit._validation import (
     SHARED,
+    RecordsModalities,
     check_modality_names,
     check_size,
     check_vectors,
@@ -172,7 +173,7 @@ class _PatternNetworks(nn.Module):
         return shared, private
 
 
-class SurrogateInference(nn.Module):
+class SurrogateInference(RecordsModalities):
     """Infer the shared code and the missing private codes from the observed modalities.
 
     For each sample, only its observed modalities are used (an absent modality's
@@ -295,6 +296,15 @@ class SurrogateInference(nn.Module):
         else:
             raise ValueError(f'mode must be "shared", "experts" or "per_pattern", got {mode!r}')
         self.mode = mode
+
+    def modality_record(self) -> dict[str, Any]:
+        """Mode, input and code sizes by modality (checked when a checkpoint loads)."""
+        return {
+            "mode": self.mode,
+            "input_sizes": self.input_sizes,
+            "shared_size": self.shared_size,
+            "private_sizes": self.private_sizes,
+        }
 
     @classmethod
     def for_head(

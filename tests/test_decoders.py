@@ -6,7 +6,6 @@ from factorkit import (
     ImageDecoder,
     ModalityDecoders,
     VectorDecoder,
-    VectorDecoders,
     factor_contributions,
 )
 
@@ -66,19 +65,14 @@ def test_decoder_errors_name_modality_and_shapes() -> None:
         ImageDecoder(1, 1, (4, 4))  # type: ignore[arg-type]
 
 
-def test_vector_decoders_equal_one_vector_decoder_per_modality() -> None:
+def test_modality_decoders_group_vector_decoders_into_the_same_functions() -> None:
     sizes = {"fac": 7, "fou": 5, "mor": 2}
-    grouped = VectorDecoders(sizes, private_size=3, shared_size=4, hidden_sizes=[6]).double()
     single = {m: VectorDecoder(3, 4, d, hidden_sizes=[6]).double() for m, d in sizes.items()}
-    with torch.no_grad():
-        for m, dec in single.items():
-            for linear, (weight, bias) in zip(
-                (dec.net[0], dec.net[3]), grouped.mlps.layers_of(m), strict=True
-            ):
-                linear.weight.copy_(weight.T)
-                linear.bias.copy_(bias)
+    grouped = ModalityDecoders(single)
     # Every hidden layer is shared across modalities; the output layers differ in size.
-    assert grouped.mlps.groups[0] == [("fac", "fou", "mor")]
+    (mlps,) = grouped.vector_groups
+    assert mlps.groups[0] == [("fac", "fou", "mor")]
+    assert not grouped.decoders
     private = {m: torch.randn(9, 3, dtype=torch.float64) for m in sizes}
     f = FactorizedLatents(torch.randn(9, 4, dtype=torch.float64), private)
     out = grouped(f)
@@ -93,10 +87,83 @@ def test_vector_decoders_equal_one_vector_decoder_per_modality() -> None:
         torch.testing.assert_close(from_grouped.share[m], from_single.share[m])
 
 
-def test_vector_decoders_reject_bad_factors_by_modality() -> None:
-    decs = VectorDecoders({"a": 5, "b": 3}, private_size=2, shared_size=4)
-    good = {"a": torch.randn(3, 2), "b": torch.randn(3, 2)}
-    with pytest.raises(ValueError, match=r"modality 'b': expected a private factor of shape"):
-        decs(FactorizedLatents(torch.randn(3, 4), {**good, "b": torch.randn(3, 5)}))
-    with pytest.raises(ValueError, match=r"factors have modalities \['a'\]"):
-        decs(FactorizedLatents(torch.randn(3, 4), {"a": good["a"]}))
+def test_modality_decoders_hold_any_mix_and_pass_the_step_mask() -> None:
+    seen: dict[str, torch.Tensor | None] = {}
+
+    class StepDecoder(torch.nn.Module):
+        def forward(
+            self, private: torch.Tensor, shared: torch.Tensor, *, mask: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            seen["mask"] = mask
+            return (private.sum(1, keepdim=True) + shared.sum(1, keepdim=True)).expand(-1, 4)
+
+    decs = ModalityDecoders(
+        {
+            "a": VectorDecoder(2, 3, 5),
+            "b": VectorDecoder(2, 3, 6),
+            "c": VectorDecoder(2, 3, 4, dropout=0.5),
+            "img": ImageDecoder(2, 3, (1, 4, 4), channels=(4,)),
+            "seq": StepDecoder(),
+        }
+    ).eval()
+    assert sorted(decs.decoders) == ["c", "img", "seq"]  # "c": its own dropout
+    f = FactorizedLatents(
+        torch.randn(2, 3), {m: torch.randn(2, 2) for m in ("a", "b", "c", "img", "seq")}
+    )
+    step_mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    out = decs(f, mask=step_mask)
+    assert seen["mask"] is step_mask
+    assert list(out) == ["a", "b", "c", "img", "seq"]
+    torch.testing.assert_close(
+        out["seq"], (f.private["seq"].sum(1) + f.shared.sum(1))[:, None].expand(-1, 4)
+    )
+    decs(f)
+    assert seen["mask"] is None
+
+
+def test_image_decoder_output_values_match_a_naive_computation() -> None:
+    dec = ImageDecoder(2, 3, (1, 5, 3), channels=(4, 2)).double()
+    fa, fy = torch.randn(2, 2, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    x = torch.cat([fa, fy], 1) @ dec.project.weight.T + dec.project.bias
+    # base map: ceil(5 / 4) x ceil(3 / 4) = 2 x 1 with 4 channels, channel-major.
+    x = x.reshape(2, 4, 2, 1)
+    up1, up2, conv = dec.upsample[1], dec.upsample[3], dec.upsample[5]
+    x = torch.nn.functional.conv_transpose2d(x.relu(), up1.weight, up1.bias, stride=2, padding=1)
+    x = torch.nn.functional.conv_transpose2d(x.relu(), up2.weight, up2.bias, stride=2, padding=1)
+    x = torch.nn.functional.conv2d(x.relu(), conv.weight, conv.bias, padding=1)
+    assert x.shape == (2, 1, 8, 4)
+    # centre crop of (8, 4) to (5, 3): rows 1..5, columns 0..2
+    torch.testing.assert_close(dec(fa, fy), x[:, :, 1:6, 0:3], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels", [(0,), (-3,), (4, 0), (2.5,)])
+def test_image_decoder_rejects_bad_channels(channels: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="channels entries"):
+        ImageDecoder(1, 1, (1, 4, 4), channels=channels)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64])
+def test_decoders_name_the_modality_and_dtype(dtype: torch.dtype) -> None:
+    decs = ModalityDecoders(
+        {
+            "a": VectorDecoder(2, 3, 5),
+            "b": VectorDecoder(2, 3, 4),
+            "img": ImageDecoder(2, 3, (1, 4, 4)),
+        }
+    )
+    good = {m: torch.randn(2, 2) for m in ("a", "b", "img")}
+    for m in good:
+        bad = dict(good)
+        bad[m] = torch.ones(2, 2, dtype=dtype)
+        with pytest.raises(ValueError, match=rf"modality '{m}': private factor .*{dtype}"):
+            decs(FactorizedLatents(torch.randn(2, 3), bad))
+    with pytest.raises(ValueError, match=rf"shared factor .*{dtype}"):
+        VectorDecoder(2, 3, 5)(torch.randn(2, 2), torch.ones(2, 3, dtype=dtype))
+
+
+def test_decoders_name_the_device() -> None:
+    dec = VectorDecoder(2, 3, 5).to("meta")
+    with pytest.raises(
+        ValueError, match=r"private factor is on cpu, VectorDecoder's parameters on meta"
+    ):
+        dec(torch.randn(2, 2), torch.randn(2, 3))

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from examples import mfm_digits
-from examples.mfm import MFM, mfm_objective
+from examples.mfm import digits_mfm, logits_of
 from examples.multiview_data import load_uci_mfeat, standardize
 from examples.training import Split, accuracy
-from factorkit import MMDPriorLoss
+from factorkit import MMDPriorLoss, mfm_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEWS = ["fac", "fou", "kar", "mor", "pix", "zer"]
@@ -26,9 +26,9 @@ def checkpoint_accuracy(out: Path, subset: int, seed: int = 0) -> float:
     data = load_uci_mfeat(seed=seed)
     keep = torch.randperm(data.num_samples, generator=torch.Generator().manual_seed(seed))
     data, _ = standardize(data.select(keep[:subset].sort().values))
-    model = MFM(data.view_shapes, data.num_classes)
+    model = digits_mfm(data.view_shapes, data.num_classes)
     model.load_state_dict(torch.load(out / "mfm.pt", weights_only=True))
-    return accuracy(model.eval().predict, Split(*data.split("test")))
+    return accuracy(logits_of(model.eval()), Split(*data.split("test")))
 
 
 def test_smoke_run_writes_complete_metrics(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_every_loss_term_decreases() -> None:
     data, _ = standardize(load_uci_mfeat(seed=0))
     train = Split(*data.split("train"))
     torch.manual_seed(0)
-    model = MFM(data.view_shapes, data.num_classes)
+    model = digits_mfm(data.view_shapes, data.num_classes)
     prior = MMDPriorLoss(generator=torch.Generator().manual_seed(0))
     exact = MMDPriorLoss(estimator="analytic")
 
@@ -87,9 +87,7 @@ def test_every_loss_term_decreases() -> None:
     def terms_on_train() -> dict[str, float]:
         model.eval()
         out = model(train.views)
-        terms = mfm_objective(
-            out, train.views, train.labels, None, lambda_x=1.0, lambda_mmd=10.0, prior=exact
-        )
+        terms = mfm_loss(out, train.views, train.labels, prior=exact)
         model.train()
         return {name: float(value) for name, value in terms.items()}
 
@@ -98,17 +96,26 @@ def test_every_loss_term_decreases() -> None:
     order = torch.Generator().manual_seed(0)
     for _ in range(300):
         batch = train.take(torch.randint(len(train), (64,), generator=order))
-        terms = mfm_objective(
-            model(batch.views), batch.views, batch.labels, None,
-            lambda_x=1.0, lambda_mmd=10.0, prior=prior,
-        )  # fmt: skip
+        terms = mfm_loss(model(batch.views), batch.views, batch.labels, prior=prior)
         optimizer.zero_grad()
         terms["total"].backward()
         optimizer.step()
     after = terms_on_train()
-    assert len(before) == 2 + len(VIEWS) + 1 + len(VIEWS)  # total, label, recon/*, mmd/*
+    assert len(before) == 2 + len(VIEWS) + 1 + len(VIEWS)  # total, label, reconstruction/*, mmd/*
     for name in before:
         assert after[name] < 0.8 * before[name], (name, before[name], after[name])
+
+
+def test_runs_as_a_script_and_as_a_module(tmp_path: Path) -> None:
+    args = ["--subset", "200", "--epochs", "1", "--no-progress", "--no-plots", "--no-missing"]
+    for launch in (["examples/mfm_digits.py"], ["-m", "examples.mfm_digits"]):
+        out = tmp_path / launch[-1].replace("/", "_")
+        result = subprocess.run(
+            [sys.executable, *launch, *args, "--out", str(out)],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads((out / "metrics.json").read_text())["dataset"] == "uci-mfeat"
 
 
 def test_readme_main_command_is_this_example() -> None:

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from factorkit import GroupedLinear, GroupedMLP
+from factorkit._grouped import GroupedLinear, GroupedMLP
 
 WIDTHS = {"a": [4, 6, 3], "b": [4, 6, 3], "c": [4, 6, 5], "d": [2, 3]}
 

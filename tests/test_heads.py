@@ -153,3 +153,71 @@ def test_bad_construction_is_rejected() -> None:
         FactorizedHead({"audio": 3}, shared_size=0, private_size=2)
     with pytest.raises(ValueError, match="at least one modality"):
         ConcatFusion({}, output_size=3)
+
+
+def test_masked_path_with_encoders_matches_a_naive_recomputation() -> None:
+    raw = {"audio": 5, "text": 4, "video": 3}
+    encoders = {m: nn.Sequential(nn.Linear(d, SIZES[m]), nn.Tanh()) for m, d in raw.items()}
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2, encoders=encoders).double()
+    x = {m: torch.randn(5, d, dtype=torch.float64) for m, d in raw.items()}
+    present = {
+        "audio": torch.tensor([True, False, True, True, False]),
+        "text": torch.tensor([True, True, False, True, False]),
+        "video": torch.tensor([False, True, True, True, True]),
+    }
+    z = head(x, present)
+    order = ["audio", "text", "video"]
+    features, parts = {}, []
+    for m in order:
+        keep = present[m][:, None]
+        # absent inputs are zeros before the encoder, absent features zeros before fusion
+        features[m] = encoders[m].double()(x[m] * keep)
+        parts.append(features[m] * keep)
+    parts.append(torch.stack([present[m] for m in order], dim=1).double())  # indicators
+    mlp = head.fusion.mlp
+    hidden = torch.relu(torch.cat(parts, 1) @ mlp[0].weight.T + mlp[0].bias)
+    torch.testing.assert_close(z.shared, hidden @ mlp[3].weight.T + mlp[3].bias)
+    assert head.private_encoders is not None
+    for m in order:
+        ((weight, bias),) = head.private_encoders.layers_of(m)
+        keep = present[m][:, None]
+        expected = torch.where(keep, (features[m] * keep) @ weight + bias, 0.0)
+        torch.testing.assert_close(z.private[m], expected)
+    # NaN placeholders in absent inputs change nothing.
+    poisoned = {m: torch.where(present[m][:, None], x[m], float("nan")) for m in order}
+    assert head(poisoned, present) == z
+
+
+def test_shared_only_head_has_no_private_codes() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=None)
+    z = head(features(4))
+    assert z.private == {} and z.shared.shape == (4, 3) and head.private_encoders is None
+    assert not any("private" in name for name, _ in head.named_parameters())
+
+
+def test_check_finite_names_the_modality_and_rows_of_present_inputs() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2, check_finite=True)
+    x = features(6)
+    x["video"][4, 1] = float("inf")
+    x["audio"][2, 0] = float("nan")
+    present = {m: torch.ones(6, dtype=torch.bool) for m in SIZES}
+    with pytest.raises(ValueError, match=r"modality 'audio': 1 non-finite value .*rows \[2\]"):
+        head(x, present)
+    with pytest.raises(ValueError, match=r"modality 'video': 1 non-finite value .*rows \[4\]"):
+        head(x)
+    present["audio"][2] = False
+    present["video"][4] = False
+    assert all(torch.isfinite(t).all() for _, t in head(x, present).items())
+    unchecked = FactorizedHead(SIZES, shared_size=3, private_size=2)
+    assert not torch.isfinite(unchecked(x).shared).all()  # opt-in: off by default
+
+
+def test_nan_in_absent_features_reaches_no_gradient() -> None:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=2)
+    x = features(4)
+    present = {m: torch.tensor([True, False, True, True]) for m in SIZES}
+    poisoned = {m: torch.where(present[m][:, None], v, float("nan")) for m, v in x.items()}
+    z = head(poisoned, present)
+    sum(t.sum() for _, t in z.items()).backward()  # type: ignore[union-attr]
+    for name, p in head.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name

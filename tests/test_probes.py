@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -127,7 +129,7 @@ def test_style_and_content_transfer_swap_the_right_codes() -> None:
     f = gens(z)
     for i, j in enumerate(source.tolist()):
         for m in ("a", "b"):
-            dec = decs.decoders[m]
+            dec = functools.partial(decs.decode, m)
             direct_style = dec(f.private[m][j : j + 1], f.shared[i : i + 1])[0]
             direct_content = dec(f.private[m][i : i + 1], f.shared[j : j + 1])[0]
             torch.testing.assert_close(style[m][i], direct_style)
@@ -147,7 +149,7 @@ def test_transfer_grid_cells() -> None:
     assert grid["a"].shape == (2, 3, 4) and grid["b"].shape == (2, 3, 3)
     for r, i in enumerate(content.tolist()):
         for c, j in enumerate(style.tolist()):
-            direct = decs.decoders["b"](f.private["b"][j : j + 1], f.shared[i : i + 1])[0]
+            direct = decs.decode("b", f.private["b"][j : j + 1], f.shared[i : i + 1])[0]
             torch.testing.assert_close(grid["b"][r, c], direct)
 
 

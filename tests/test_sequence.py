@@ -181,13 +181,15 @@ def test_encoder_dtype_and_device_errors(x: Tensor) -> None:
     enc = SequenceEncoder(6, 8, 3)
     with pytest.raises(
         ValueError,
-        match=r"^SequenceEncoder: sequence of dtype torch.float64 and shape \(5, 7, 6\), "
+        match=r"^SequenceEncoder: sequence has dtype torch.float64 \(shape \(5, 7, 6\)\), "
         r"expected torch.float32 \(the dtype of SequenceEncoder's parameters\)",
     ):
         enc(x.double(), LENGTHS)
     with pytest.raises(ValueError, match=r"sequence must be floating point, got torch.int64"):
         enc(x.long())
-    with pytest.raises(ValueError, match="sequence on device meta, but SequenceEncoder's"):
+    with pytest.raises(
+        ValueError, match="sequence is on meta, SequenceEncoder's parameters on cpu"
+    ):
         enc(x.to("meta"))
     # A float64 module takes float64 input.
     assert enc.double()(x.double(), LENGTHS).dtype == torch.float64
@@ -345,7 +347,7 @@ def test_mfn_errors_name_the_modality(inputs: dict[str, Tensor]) -> None:
     [
         (
             lambda t: t.double(),
-            r"modality 'video': sequence of dtype torch.float64 and shape \(5, 7, 4\), "
+            r"modality 'video': sequence has dtype torch.float64 \(shape \(5, 7, 4\)\), "
             r"expected torch.float32 \(the dtype of MemoryFusionEncoder's parameters\)",
         ),
         (
@@ -355,8 +357,7 @@ def test_mfn_errors_name_the_modality(inputs: dict[str, Tensor]) -> None:
         ),
         (
             lambda t: t.to("meta"),
-            r"modality 'video': sequence on device meta, but MemoryFusionEncoder's "
-            r"parameters are on cpu",
+            r"modality 'video': sequence is on meta, MemoryFusionEncoder's parameters on cpu",
         ),
     ],
     ids=["float64", "int64", "device"],
@@ -444,14 +445,16 @@ def test_decoder_errors() -> None:
         SequenceDecoder(3, 2, 3, hidden_size=6, feed="hidden")
     with pytest.raises(
         ValueError,
-        match=r"SequenceDecoder: shared factor of dtype torch.float64 .* expected torch.float32",
+        match=r"SequenceDecoder: shared factor has dtype torch.float64 .* expected torch.float32",
     ):
         dec(private, shared.double(), steps=T)
     with pytest.raises(
         ValueError, match=r"SequenceDecoder: private factor must be floating point, got torch.int64"
     ):
         dec(private.long(), shared, steps=T)
-    with pytest.raises(ValueError, match=r"private factor on device meta, but .* are on cpu"):
+    with pytest.raises(
+        ValueError, match=r"private factor is on meta, SequenceDecoder's parameters on cpu"
+    ):
         dec(private.to("meta"), shared, steps=T)
 
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from factorkit import (
+    MFM,
     FactorGenerators,
     FactorizedHead,
     FactorizedLatents,
@@ -391,28 +392,26 @@ def test_autocast_bf16_on_cpu(mode: str) -> None:
         torch.testing.assert_close(b.float(), a, rtol=0.1, atol=0.05)
 
 
-class TinyMFM(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.head = FactorizedHead(SIZES, shared_size=3, private_size=PRIVATE)
-        self.generators = FactorGenerators.for_head(self.head, factor_size=8)
-        self.decoders = ModalityDecoders({m: VectorDecoder(8, 8, d) for m, d in SIZES.items()})
-        self.predictor = Predictor(8, 4)
+def tiny_mfm() -> MFM:
+    head = FactorizedHead(SIZES, shared_size=3, private_size=PRIVATE)
+    decoders = ModalityDecoders({m: VectorDecoder(8, 8, d) for m, d in SIZES.items()})
+    return MFM(head, FactorGenerators.for_head(head, factor_size=8), decoders, Predictor(8, 4))
 
 
 @pytest.mark.parametrize("frozen", [False, True])
 def test_documented_training_recipes_send_gradients_where_they_belong(frozen: bool) -> None:
-    mfm, sur = TinyMFM(), make("shared")
+    mfm, sur = tiny_mfm(), make("shared")
     if frozen:
         mfm.requires_grad_(False)
     x, y = features(14), torch.randint(4, (14,))
     observed = every_pattern(2)
     missing = {m: ~observed[m] for m in observed}
-    z = mfm.head(x)
+    z = mfm.encode(x)
     z_sur = sur(x, observed)
-    f = mfm.generators(complete_latents(z, z_sur, observed))
-    label = F.cross_entropy(mfm.predictor(f.shared), y)
-    recon = reconstruction_loss(mfm.decoders(f), x, missing)
+    out = mfm.decode(complete_latents(z, z_sur, observed))
+    assert out.reconstructions is not None
+    label = F.cross_entropy(out.prediction, y)
+    recon = reconstruction_loss(out.reconstructions, x, missing)
     # Label and reconstruction reach the surrogate through the (possibly frozen) model.
     for term in (label, recon):
         grads = torch.autograd.grad(term, list(sur.parameters()), retain_graph=True)
@@ -425,7 +424,7 @@ def test_documented_training_recipes_send_gradients_where_they_belong(frozen: bo
     for name, p in mfm.named_parameters():
         # Only missing modalities are reconstructed, so the head's private codes (used for
         # observed slots only) get no gradient here; everything else trains jointly.
-        if name.startswith("head.private_encoders"):
+        if name.startswith("encoder.private_encoders"):
             assert p.grad is None or torch.count_nonzero(p.grad) == 0, name
         else:
             assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -1,8 +1,9 @@
-"""Input dtypes: one floating dtype across modalities and the module, autocast aside."""
+"""Input checks: dtypes, devices and checkpoints of other modalities."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,3 +130,50 @@ def test_the_head_checks_its_own_parameters_dtype_with_any_fusion() -> None:
         r"expected torch.float32 \(the dtype of FactorizedHead's parameters\)",
     ):
         head(features(torch.float64))
+
+
+def modality_blocks(names: tuple[str, str], size: int = 4) -> list[torch.nn.Module]:
+    from factorkit import (
+        ConcatFusion,
+        FactorGenerators,
+        FactorizedHead,
+        ModalityDecoders,
+        SurrogateInference,
+        VectorDecoder,
+    )
+
+    sizes = dict.fromkeys(names, size)
+    return [
+        FactorizedHead(sizes, shared_size=3, private_size=2),
+        ConcatFusion(sizes, 3),
+        FactorGenerators(3, dict.fromkeys(names, size), factor_size=5),
+        ModalityDecoders({m: VectorDecoder(2, 3, size) for m in names}),
+        SurrogateInference(sizes, shared_size=3, private_size=2),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_checkpoints_refuse_other_modality_names(index: int) -> None:
+    saved = modality_blocks(("x", "y"))[index]
+    target = modality_blocks(("y", "z"))[index]
+    before = {k: v.clone() for k, v in target.state_dict().items() if torch.is_tensor(v)}
+    # The tensors line up key for key (same sizes): only the record tells the modalities apart.
+    with pytest.raises(ValueError, match=r"saved for modalities .*'x'.*this block has .*'z'"):
+        target.load_state_dict(saved.state_dict())
+    after = target.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # nothing was loaded
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_checkpoints_refuse_other_sizes_and_round_trip(index: int, tmp_path: Path) -> None:
+    saved = modality_blocks(("x", "y"), size=4)[index]
+    with pytest.raises(ValueError, match=r"saved for modalities"):
+        modality_blocks(("x", "y"), size=5)[index].load_state_dict(saved.state_dict())
+    torch.save(saved.state_dict(), tmp_path / "block.pt")
+    same = modality_blocks(("x", "y"), size=4)[index]
+    same.load_state_dict(torch.load(tmp_path / "block.pt", weights_only=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(same.state_dict().values(), saved.state_dict().values(), strict=True)
+        if torch.is_tensor(a)
+    )

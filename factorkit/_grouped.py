@@ -1,5 +1,9 @@
 """Independent per-modality MLPs run together: one batched matmul per layer and size group.
 
+Private: the blocks that hold per-modality MLPs (:class:`~factorkit.FactorizedHead`,
+:class:`~factorkit.FactorGenerators`, :class:`~factorkit.ModalityDecoders`) group their
+members with it internally; it is not part of the public API.
+
 An MFM has one small network per latent or modality (private encoders, generators,
 decoders). Run one by one, each costs a handful of tiny matmuls whose fixed per-call
 overhead dominates at the batch sizes MFM trains with. :class:`GroupedMLP` keeps one
@@ -34,6 +38,8 @@ class GroupedLinear(nn.Module):
         groups: G, the number of members.
         in_features: input size of every member.
         out_features: output size of every member.
+        initialize: draw the initial weights (``False``: left uninitialised, to be
+            copied in).
 
     Shapes:
         x: (G, B, in_features). Returns: (G, B, out_features).
@@ -44,7 +50,9 @@ class GroupedLinear(nn.Module):
         torch.Size([3, 4, 2])
     """
 
-    def __init__(self, groups: int, in_features: int, out_features: int) -> None:
+    def __init__(
+        self, groups: int, in_features: int, out_features: int, *, initialize: bool = True
+    ) -> None:
         super().__init__()
         self.groups = check_size(groups, "groups")
         self.in_features = check_size(in_features, "in_features")
@@ -52,8 +60,9 @@ class GroupedLinear(nn.Module):
         bound = 1.0 / math.sqrt(in_features)
         self.weight = nn.Parameter(torch.empty(groups, in_features, out_features))
         self.bias = nn.Parameter(torch.empty(groups, out_features))
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        if initialize:  # skipped when the weights are copied in (no random draws)
+            nn.init.uniform_(self.weight, -bound, bound)
+            nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply member g to ``x[g]`` for every g."""
@@ -83,6 +92,7 @@ class GroupedMLP(nn.Module):
         widths: name -> layer widths ``[input, hidden..., output]`` (at least two).
         dropout: dropout after every hidden activation.
         output_activation: append a ReLU after the last layer.
+        initialize: draw the initial weights (``False``: see :meth:`from_linears`).
 
     Shapes:
         inputs[name]: (B, D_in), D_in the first width of that MLP, one B for all.
@@ -101,6 +111,7 @@ class GroupedMLP(nn.Module):
         *,
         dropout: float = 0.0,
         output_activation: bool = False,
+        initialize: bool = True,
     ) -> None:
         super().__init__()
         if not widths:
@@ -130,11 +141,39 @@ class GroupedMLP(nn.Module):
                     self._where[name].append((g, i))
         self.layers = nn.ModuleList(
             nn.ModuleList(
-                GroupedLinear(len(names), *self.widths[names[0]][layer : layer + 2])
+                GroupedLinear(
+                    len(names), *self.widths[names[0]][layer : layer + 2], initialize=initialize
+                )
                 for names in self.groups[layer]
             )
             for layer in range(depth)
         )
+
+    @classmethod
+    def from_linears(
+        cls, layers: Mapping[str, Sequence[nn.Linear]], *, dropout: float = 0.0
+    ) -> GroupedMLP:
+        """Group existing MLPs given as their ``nn.Linear`` layers; their weights are copied.
+
+        The result computes the same functions as the given MLPs (laid out as
+        :func:`~factorkit._layers.mlp` builds them), on the device and in the dtype of
+        the first one, and draws no random numbers.
+
+        Shapes:
+            layers[name][i]: weight (out, in), bias (out,).
+        """
+        widths = {
+            name: [linears[0].in_features, *(lin.out_features for lin in linears)]
+            for name, linears in layers.items()
+        }
+        first = next(iter(layers.values()))[0].weight
+        grouped = cls(widths, dropout=dropout, initialize=False).to(first.device, first.dtype)
+        with torch.no_grad():
+            for name, linears in layers.items():
+                for (weight, bias), linear in zip(grouped.layers_of(name), linears, strict=True):
+                    weight.copy_(linear.weight.T)
+                    bias.copy_(linear.bias)
+        return grouped
 
     def _layer(self, layer: int, group: int) -> GroupedLinear:
         return cast(GroupedLinear, cast(nn.ModuleList, self.layers[layer])[group])
