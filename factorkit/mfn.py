@@ -6,6 +6,7 @@ Sequences and their padding follow the conventions of :mod:`factorkit.sequence`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 from factorkit._layers import mlp
 from factorkit._padding import LAYOUTS, Layout, padding_span, valid_steps
 from factorkit._validation import (
+    RecordsModalities,
     check_choice,
     check_dropout,
     check_modality_names,
@@ -35,7 +37,7 @@ def _by_modality(
     return {name: value[name] for name in names}
 
 
-class MemoryFusionEncoder(nn.Module):
+class MemoryFusionEncoder(RecordsModalities):
     """Memory Fusion Network (Zadeh et al., AAAI 2018): the MFM shared encoder E_y.
 
     One LSTMCell per modality unrolls in time. At each step a delta-memory attention
@@ -50,7 +52,9 @@ class MemoryFusionEncoder(nn.Module):
     Padding: on a step where a modality is padded its (h, c) is kept unchanged, and the
     memory is kept unchanged on steps where every modality is padded. With one mask
     shared by all modalities this gives exactly the result of running the valid steps
-    alone, whatever the padding layout. Modalities are ordered by name.
+    alone, whatever the padding layout. Modalities are ordered by name. A checkpoint
+    records the modality names and sizes: loading it into an encoder of other modalities
+    raises an error naming both.
 
     Args:
         input_sizes: Features per step of each modality, name -> D_m.
@@ -107,6 +111,10 @@ class MemoryFusionEncoder(nn.Module):
         self.retain_gate = mlp(gate, dropout=dropout)
         self.update_gate = mlp(gate, dropout=dropout)
         self.to_code = nn.Linear(sum(hidden.values()) + memory_size, code_size)
+
+    def modality_record(self) -> dict[str, Any]:
+        """Input and LSTM sizes by modality (checked when a checkpoint loads)."""
+        return {"input_sizes": self.input_sizes, "hidden_sizes": self.hidden_sizes}
 
     def _valid_masks(
         self,

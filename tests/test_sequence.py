@@ -369,6 +369,16 @@ def test_mfn_dtype_and_device_errors_name_the_modality(
         _mfn()({**inputs, "video": cast(inputs["video"])})
 
 
+def test_mfn_checkpoint_of_other_modalities_is_refused() -> None:
+    source = MemoryFusionEncoder({"audio": 3, "text": 4}, 5, 6, 3)
+    target = MemoryFusionEncoder({"audio": 3, "video": 4}, 5, 6, 3)
+    with pytest.raises(ValueError, match=r"MemoryFusionEncoder: the checkpoint was saved for"):
+        target.load_state_dict(source.state_dict())
+    wider = MemoryFusionEncoder({"audio": 3, "video": 4}, {"audio": 5, "video": 6}, 6, 3)
+    with pytest.raises(ValueError, match=r"'hidden_sizes': \{'audio': 5, 'video': 6\}"):
+        target.load_state_dict(wider.state_dict())
+
+
 def test_mfn_of_an_empty_batch_is_an_empty_code(inputs: dict[str, Tensor]) -> None:
     empty = {k: v[:0] for k, v in inputs.items()}
     code = _mfn()(empty, torch.zeros(0, dtype=torch.long))
