@@ -41,7 +41,8 @@ class SentimentEncoder(nn.Module):
     """Z_y from the MFN over all modalities, Z_a_m from modality m alone.
 
     Absent modalities are zero for both encoders, and their private codes are marked
-    absent.
+    absent. ``private_size=None`` builds the MFN alone (no private codes: the encoder of
+    the discriminative baseline).
 
     Shapes:
         inputs[m]: (B, T, D_m). present[m]: (B,) bool. mask: (B, T) bool.
@@ -55,7 +56,7 @@ class SentimentEncoder(nn.Module):
         hidden_size: int,
         memory_size: int,
         shared_size: int,
-        private_size: int,
+        private_size: int | None,
         dropout: float,
     ) -> None:
         super().__init__()
@@ -63,7 +64,7 @@ class SentimentEncoder(nn.Module):
         self.private = nn.ModuleDict(
             {
                 m: SequenceEncoder(feature_sizes[m], hidden_size, private_size, dropout=dropout)
-                for m in names
+                for m in (names if private_size is not None else [])
             }
         )
         self.shared = MemoryFusionEncoder(
@@ -89,7 +90,7 @@ class SentimentEncoder(nn.Module):
         private = {m: enc(x[m], mask=mask) for m, enc in self.private.items()}
         if present is not None:
             private = {m: fill_absent(z, present[m]) for m, z in private.items()}
-        return FactorizedLatents(self.shared(x, mask=mask), private, present)
+        return FactorizedLatents(self.shared(x, mask=mask), private, present if private else None)
 
 
 def build_mfm(
@@ -106,7 +107,9 @@ def build_mfm(
     dropout: float = 0.2,
     decoder_feed: DecoderFeed = "every",
 ) -> MFM:
-    """The sequence MFM (or, with ``generative=False``, the discriminative baseline).
+    """The sequence MFM (or, with ``generative=False``, the discriminative baseline: the
+    same MFN encoder, shared generator and predictor, with ``decoders=None`` and no
+    private codes, which nothing would read).
 
     Args:
         feature_sizes: modality name -> D_m.
@@ -132,12 +135,12 @@ def build_mfm(
         hidden_size=hidden_size,
         memory_size=memory_size,
         shared_size=shared_size,
-        private_size=private_size,
+        private_size=private_size if generative else None,
         dropout=dropout,
     )
     generators = FactorGenerators(
         shared_size,
-        dict.fromkeys(names, private_size),
+        dict.fromkeys(names, private_size) if generative else {},
         factor_size=factor_size,
         dropout=dropout,
     )
