@@ -61,12 +61,12 @@ class SentimentEncoder(nn.Module):
     ) -> None:
         super().__init__()
         names = sorted(feature_sizes)
-        self.private = nn.ModuleDict(
-            {
-                m: SequenceEncoder(feature_sizes[m], hidden_size, private_size, dropout=dropout)
-                for m in (names if private_size is not None else [])
-            }
-        )
+        self.private = nn.ModuleDict()
+        if private_size is not None:
+            for m in names:
+                self.private[m] = SequenceEncoder(
+                    feature_sizes[m], hidden_size, private_size, dropout=dropout
+                )
         self.shared = MemoryFusionEncoder(
             {m: feature_sizes[m] for m in names},
             hidden_size,

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from examples.mfm_sentiment.plots import plot_contributions, plot_history
 from examples.training import FitResult, autocast, fit, resolve_device
 from factorkit import (
     MFM,
+    FactorGenerators,
     MMDPriorLoss,
     complete_latents,
     mfm_loss,
@@ -41,6 +42,7 @@ from factorkit import (
     reconstruction_loss,
     surrogate_loss,
 )
+from factorkit.sequence import DecoderFeed
 
 __all__ = ["Settings", "label_loss", "main", "run_seed", "surrogate_objective"]
 
@@ -68,10 +70,10 @@ class Settings:
     lambda_mmd: float = 10.0
     hidden_size: int = 32
     dropout: float = 0.2
-    decoder_feed: str = "every"
+    decoder_feed: DecoderFeed = "every"
     surrogate_epochs: int = 30
     compile: bool = False
-    label_loss: str = field(init=False)
+    label_loss: Literal["cross_entropy", "l1"] = field(init=False)
 
     def __post_init__(self) -> None:
         self.label_loss = "cross_entropy" if self.dataset == "youtube" else "l1"
@@ -166,7 +168,7 @@ def _train_model(
         generative=generative,
         hidden_size=settings.hidden_size,
         dropout=settings.dropout,
-        decoder_feed=settings.decoder_feed,  # type: ignore[arg-type]
+        decoder_feed=settings.decoder_feed,
     ).to(train.labels.device)
     # The codes are finite by construction (the loader zeroes non-finite features); the
     # finiteness check would cost a host sync per latent and step.
@@ -179,7 +181,7 @@ def _train_model(
             batch.x,
             batch.labels,
             mask=batch.mask,
-            label_loss=settings.label_loss,  # type: ignore[arg-type]
+            label_loss=settings.label_loss,
             lambda_x=settings.lambda_x,
             lambda_mmd=settings.lambda_mmd,
             prior=prior,
@@ -256,11 +258,13 @@ def _missing(
     train, valid, test = (prepared.batches[k] for k in ("train", "valid", "test"))
     names = sorted(train.x)
     mfm.requires_grad_(False)
+    assert isinstance(mfm.generators, FactorGenerators)
+    codes = mfm.generators.code_sizes
     torch.manual_seed(seed)
     surrogate = SequenceSurrogate(
         {m: int(x.shape[2]) for m, x in train.x.items()},
-        shared_size=mfm.encoder.shared.code_size,
-        private_size=mfm.encoder.private[names[0]].code_size,
+        shared_size=codes["shared"],
+        private_size=codes[names[0]],
         hidden_size=settings.hidden_size,
         dropout=settings.dropout,
     ).to(train.labels.device)
