@@ -1,4 +1,5 @@
-"""Padded sequences: lengths, step masks and layouts, and the recurrent encoder of one modality.
+"""Padded sequences: lengths, step masks and layouts; the recurrent encoder and decoder of
+one modality (E_a_m and F_m of the MFM's sentiment models).
 
 Sequences are batch first, ``(B, T, D)``, with either ``lengths`` ``(B,)`` or a boolean
 ``mask`` ``(B, T)`` (True marks a valid step). Padding may sit at the end (``layout="end"``,
@@ -43,6 +44,7 @@ DecoderFeed = Literal["every", "first", "hidden"]
 """What each step of a :class:`SequenceDecoder` reads."""
 
 FEEDS = ("every", "first", "hidden")
+"""The values of :data:`DecoderFeed`."""
 
 __all__ = ["SequenceDecoder", "SequenceEncoder", "infer_padding_mask", "lengths_to_mask"]
 
