@@ -11,7 +11,7 @@ from factorkit.decoders import ImageDecoder, ModalityDecoders, VectorDecoder
 from factorkit.distributed import all_gather_with_grad
 from factorkit.fusion import ConcatFusion
 from factorkit.generators import FactorGenerators
-from factorkit.heads import FactorizedHead
+from factorkit.heads import FactorizedEncoder, FactorizedHead
 from factorkit.interpret import (
     FactorContributions,
     JacobianNorms,
@@ -60,6 +60,7 @@ __all__ = [
     "ConcatFusion",
     "FactorContributions",
     "FactorGenerators",
+    "FactorizedEncoder",
     "FactorizedHead",
     "FactorizedLatents",
     "GaussianKernel",

@@ -1,4 +1,10 @@
-"""The factorized head: features from the user's encoders -> shared and private codes."""
+"""The MFM's encoders of latents: inputs -> one shared code and one private code per modality.
+
+:class:`FactorizedHead` splits per-modality features (from the user's encoders, which it
+may hold) into the codes; :class:`FactorizedEncoder` composes separate networks that
+produce the codes directly (e.g. an MFN for the shared code and one sequence encoder per
+modality). Either is the ``encoder`` of an :class:`~factorkit.MFM`.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from factorkit.fusion import ConcatFusion
 from factorkit.latents import FactorizedLatents
 from factorkit.masks import check_presence, fill_absent
 
-__all__ = ["FactorizedHead"]
+__all__ = ["FactorizedEncoder", "FactorizedHead"]
 
 
 class FactorizedHead(RecordsModalities):
@@ -176,3 +182,74 @@ class FactorizedHead(RecordsModalities):
 
     def extra_repr(self) -> str:
         return f"shared_size={self.shared_size}, private_sizes={self.private_sizes}"
+
+
+class FactorizedEncoder(RecordsModalities):
+    """Separate networks for the shared code and each private code.
+
+    Z_y = shared(inputs) over all modalities; Z_a_m = private[m](inputs[m]) from modality
+    m alone. Absent inputs are set to zeros before every network (so a NaN placeholder
+    reaches no output and no gradient), and absent private codes are set to zeros and
+    marked absent. A per-step ``mask`` (sequences) is passed to every network as
+    ``mask=`` when given.
+
+    Use it when the codes come straight from the networks (the sentiment MFM: a
+    :class:`~factorkit.MemoryFusionEncoder` for Z_y, a :class:`~factorkit.SequenceEncoder`
+    per modality for Z_a_m); use :class:`FactorizedHead` to split shared features.
+
+    Args:
+        shared: called as ``shared(inputs)`` (``mask=`` added when given) on the mapping of
+            every modality's input; returns (B, Dy).
+        private: modality name -> called as ``private[m](inputs[m])`` (``mask=`` added when
+            given); returns (B, Da_m).
+
+    Shapes:
+        inputs[m]: (B, ...), e.g. (B, T, D_m). present[m]: (B,) bool. mask: (B, T) bool.
+        Returns: shared (B, Dy), private[m] (B, Da_m).
+
+    Examples:
+        >>> class Mean(torch.nn.Module):
+        ...     def forward(self, inputs):
+        ...         return sum(x.mean(1, keepdim=True) for x in inputs.values())
+        >>> private = {"a": torch.nn.Linear(3, 2), "b": torch.nn.Linear(4, 2)}
+        >>> enc = FactorizedEncoder(Mean(), private)
+        >>> enc({"a": torch.randn(5, 3), "b": torch.randn(5, 4)})
+        FactorizedLatents(shared=(5, 1), a=(5, 2), b=(5, 2))
+    """
+
+    def __init__(self, shared: nn.Module, private: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.modalities = check_modality_names(private.keys())
+        self.shared = shared
+        self.private = nn.ModuleDict({m: private[m] for m in self.modalities})
+
+    def modality_record(self) -> dict[str, Any]:
+        """Each modality's parameter shapes in its private network (checked on loading)."""
+        return {m: [list(p.shape) for p in self.private[m].parameters()] for m in self.modalities}
+
+    def forward(
+        self,
+        inputs: Mapping[str, Tensor],
+        present: Mapping[str, Tensor] | None = None,
+        *,
+        mask: Tensor | None = None,
+    ) -> FactorizedLatents:
+        """Infer the shared code and the private codes (zeros where a modality is absent)."""
+        check_names(inputs.keys(), self.modalities, "inputs modalities")
+        batch = inputs[self.modalities[0]].shape[0]
+        if present is not None:
+            present = check_presence(present, self.modalities, batch)
+            inputs = {m: fill_absent(inputs[m], present[m]) for m in self.modalities}
+        extra = {} if mask is None else {"mask": mask}
+        shared = self.shared(dict(inputs), **extra)
+        private = {}
+        for m in self.modalities:
+            code = self.private[m](inputs[m], **extra)
+            private[m] = code if present is None else fill_absent(code, present[m])
+        for name, code in (("shared", shared), *private.items()):
+            if code.dim() != 2 or code.shape[0] != batch:
+                raise ValueError(
+                    f"the {name} encoder returned shape {tuple(code.shape)}; "
+                    f"expected ({batch}, code size)"
+                )
+        return FactorizedLatents(shared, private, present)

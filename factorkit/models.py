@@ -22,7 +22,7 @@ from typing import Any, Literal, NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from factorkit._validation import check_names
+from factorkit._validation import SHARED, check_names
 from factorkit.latents import FactorizedLatents
 from factorkit.mmd_loss import MMDPriorLoss
 from factorkit.reconstruction import reconstruction_loss
@@ -59,7 +59,9 @@ class MFM(nn.Module):
         encoder: inputs -> latents: a module called as ``encoder(inputs, present)``
             (with ``mask=`` added when a per-step mask is given) that returns
             :class:`~factorkit.FactorizedLatents`, e.g. a
-            :class:`~factorkit.FactorizedHead` over the user's ``encoders``.
+            :class:`~factorkit.FactorizedHead` over the user's ``encoders``, or a
+            :class:`~factorkit.FactorizedEncoder` (separate shared and private networks,
+            such as an MFN and sequence encoders).
         generators: latents -> factors, e.g. :class:`~factorkit.FactorGenerators`.
         decoders: factors -> reconstructions by modality, called as ``decoders(factors)``
             (with ``mask=`` when given), e.g. :class:`~factorkit.ModalityDecoders`;
@@ -71,6 +73,16 @@ class MFM(nn.Module):
     :meth:`predict` and :meth:`decode` take latents from anywhere: a surrogate's codes
     for missing modalities (``model.decode(complete_latents(z, surrogate(x, present)))``),
     recombined codes of a probe, or the user's own.
+
+    Export: an MFM built from factorkit's blocks, and the inference path with a
+    :class:`~factorkit.SurrogateInference` (encode, infer the missing codes, complete,
+    decode), export with :func:`torch.export.export` and a dynamic batch size
+    (``torch.export.Dim("batch", min=1)`` on dimension 0 of every input and mask); the
+    exported program gives the eager outputs. The checks that read values on the host
+    are left out of the exported program, as under :func:`torch.compile`: the
+    surrogate's "every modality missing" error and the ``check_finite`` options (such
+    rows then get the documented fallback values instead of an error). Shape, name and
+    dtype checks run at export time and are fixed into the program's input guards.
 
     Shapes:
         inputs[m]: (B, ...) as the encoder takes them. present[m]: (B,) bool. mask: (B,
@@ -156,10 +168,18 @@ class MFM(nn.Module):
     def predict(self, latents: FactorizedLatents) -> Tensor:
         """The prediction D(G_y(Z_y)) of given latents (the decoders are skipped).
 
+        With generators that can generate one latent alone (``generate(name, z)``, as
+        :class:`~factorkit.FactorGenerators`), only the shared factor is computed.
+
         Shapes:
             latents.shared: (B, Dy). Returns: (B, K).
         """
-        out: Tensor = self.predictor(self.generators(latents).shared)
+        generate = getattr(self.generators, "generate", None)
+        if callable(generate):
+            shared: Tensor = generate(SHARED, latents.shared)
+        else:
+            shared = self.generators(latents).shared
+        out: Tensor = self.predictor(shared)
         return out
 
 

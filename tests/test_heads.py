@@ -221,3 +221,54 @@ def test_nan_in_absent_features_reaches_no_gradient() -> None:
     sum(t.sum() for _, t in z.items()).backward()  # type: ignore[union-attr]
     for name, p in head.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+class StepSum(nn.Module):
+    """Sum of the valid steps, then a linear map: a stand-in for a sequence encoder."""
+
+    def __init__(self, d: int, out: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(d, out)
+
+    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+        keep = torch.ones(x.shape[:2], dtype=torch.bool) if mask is None else mask
+        return self.linear(torch.where(keep[..., None], x, 0.0).sum(1))
+
+
+class SharedStepSum(nn.Module):
+    def __init__(self, sizes: dict[str, int], out: int) -> None:
+        super().__init__()
+        self.each = nn.ModuleDict({m: StepSum(d, out) for m, d in sizes.items()})
+
+    def forward(
+        self, inputs: dict[str, torch.Tensor], *, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return sum(self.each[m](inputs[m], mask=mask) for m in sorted(inputs))  # type: ignore[return-value]
+
+
+def test_factorized_encoder_zero_fills_masks_and_passes_the_step_mask() -> None:
+    from factorkit import FactorizedEncoder
+
+    sizes = {"a": 3, "b": 2}
+    encoder = FactorizedEncoder(
+        SharedStepSum(sizes, 4), {m: StepSum(d, 2) for m, d in sizes.items()}
+    ).double()
+    x = {m: torch.randn(3, 5, d, dtype=torch.float64) for m, d in sizes.items()}
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4])
+    present = {"a": torch.tensor([True, False, True]), "b": torch.ones(3, dtype=torch.bool)}
+    x["a"][1] = float("nan")  # absent: may hold anything
+    z = encoder(x, present, mask=mask)
+    filled = {m: torch.where(present[m][:, None, None], v, 0.0) for m, v in x.items()}
+    valid = {m: torch.where(mask[..., None], v, 0.0).sum(1) for m, v in filled.items()}
+    shared = sum(
+        valid[m] @ encoder.shared.each[m].linear.weight.T + encoder.shared.each[m].linear.bias
+        for m in sizes
+    )
+    torch.testing.assert_close(z.shared, shared)
+    for m in sizes:
+        lin = encoder.private[m].linear
+        expected = torch.where(present[m][:, None], valid[m] @ lin.weight.T + lin.bias, 0.0)
+        torch.testing.assert_close(z.private[m], expected)
+    assert z.present is not None and torch.equal(z.present["a"], present["a"])
+    with pytest.raises(ValueError, match=r"inputs modalities: missing \['b'\]"):
+        encoder({"a": x["a"]})

@@ -136,6 +136,7 @@ def modality_blocks(names: tuple[str, str], size: int = 4) -> list[torch.nn.Modu
     from factorkit import (
         ConcatFusion,
         FactorGenerators,
+        FactorizedEncoder,
         FactorizedHead,
         ModalityDecoders,
         SurrogateInference,
@@ -149,10 +150,11 @@ def modality_blocks(names: tuple[str, str], size: int = 4) -> list[torch.nn.Modu
         FactorGenerators(3, dict.fromkeys(names, size), factor_size=5),
         ModalityDecoders({m: VectorDecoder(2, 3, size) for m in names}),
         SurrogateInference(sizes, shared_size=3, private_size=2),
+        FactorizedEncoder(torch.nn.Linear(1, 1), {m: torch.nn.Linear(size, 2) for m in names}),
     ]
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_checkpoints_refuse_other_modality_names(index: int) -> None:
     saved = modality_blocks(("x", "y"))[index]
     target = modality_blocks(("y", "z"))[index]
@@ -164,7 +166,7 @@ def test_checkpoints_refuse_other_modality_names(index: int) -> None:
     assert all(torch.equal(after[k], v) for k, v in before.items())  # nothing was loaded
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_checkpoints_refuse_other_sizes_and_round_trip(index: int, tmp_path: Path) -> None:
     saved = modality_blocks(("x", "y"), size=4)[index]
     with pytest.raises(ValueError, match=r"saved for modalities"):
