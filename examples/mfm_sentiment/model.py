@@ -1,7 +1,8 @@
 """Networks of the sentiment example, composed with factorkit's recipe.
 
-- encoder: the MFN (:class:`~factorkit.MemoryFusionEncoder`) over all modalities gives
-  Z_y, one :class:`~factorkit.SequenceEncoder` (LSTM) per modality gives Z_a_m;
+- encoder: a :class:`~factorkit.FactorizedEncoder` of the MFN
+  (:class:`~factorkit.MemoryFusionEncoder`) over all modalities for Z_y and one
+  :class:`~factorkit.SequenceEncoder` (LSTM) per modality for Z_a_m;
 - generators :class:`~factorkit.FactorGenerators`, predictor
   :class:`~factorkit.Predictor` (starting from the mean training label for regression);
 - decoders: a :class:`~factorkit.ModalityDecoders` of one
@@ -22,6 +23,7 @@ from examples.mfm_sentiment.data import Batch
 from factorkit import (
     MFM,
     FactorGenerators,
+    FactorizedEncoder,
     FactorizedLatents,
     MemoryFusionEncoder,
     ModalityDecoders,
@@ -34,63 +36,7 @@ from factorkit import (
 )
 from factorkit.sequence import DecoderFeed
 
-__all__ = ["SentimentEncoder", "SequenceSurrogate", "build_mfm", "predict_with_surrogate"]
-
-
-class SentimentEncoder(nn.Module):
-    """Z_y from the MFN over all modalities, Z_a_m from modality m alone.
-
-    Absent modalities are zero for both encoders, and their private codes are marked
-    absent. ``private_size=None`` builds the MFN alone (no private codes: the encoder of
-    the discriminative baseline).
-
-    Shapes:
-        inputs[m]: (B, T, D_m). present[m]: (B,) bool. mask: (B, T) bool.
-        Returns: shared (B, Dy), private[m] (B, Da).
-    """
-
-    def __init__(
-        self,
-        feature_sizes: Mapping[str, int],
-        *,
-        hidden_size: int,
-        memory_size: int,
-        shared_size: int,
-        private_size: int | None,
-        dropout: float,
-    ) -> None:
-        super().__init__()
-        names = sorted(feature_sizes)
-        self.private = nn.ModuleDict()
-        if private_size is not None:
-            for m in names:
-                self.private[m] = SequenceEncoder(
-                    feature_sizes[m], hidden_size, private_size, dropout=dropout
-                )
-        self.shared = MemoryFusionEncoder(
-            {m: feature_sizes[m] for m in names},
-            hidden_size,
-            memory_size,
-            shared_size,
-            dropout=dropout,
-        )
-
-    def forward(
-        self,
-        inputs: Mapping[str, Tensor],
-        present: Mapping[str, Tensor] | None = None,
-        *,
-        mask: Tensor | None = None,
-    ) -> FactorizedLatents:
-        x = (
-            dict(inputs)
-            if present is None
-            else {m: fill_absent(inputs[m], present[m]) for m in inputs}
-        )
-        private = {m: enc(x[m], mask=mask) for m, enc in self.private.items()}
-        if present is not None:
-            private = {m: fill_absent(z, present[m]) for m, z in private.items()}
-        return FactorizedLatents(self.shared(x, mask=mask), private, present if private else None)
+__all__ = ["SequenceSurrogate", "build_mfm", "predict_with_surrogate"]
 
 
 def build_mfm(
@@ -108,8 +54,7 @@ def build_mfm(
     decoder_feed: DecoderFeed = "every",
 ) -> MFM:
     """The sequence MFM (or, with ``generative=False``, the discriminative baseline: the
-    same MFN encoder, shared generator and predictor, with ``decoders=None`` and no
-    private codes, which nothing would read).
+    same encoders, generators and predictor, with ``decoders=None``).
 
     Args:
         feature_sizes: modality name -> D_m.
@@ -130,19 +75,17 @@ def build_mfm(
             is that of [F_a_m, F_y]).
     """
     names = sorted(feature_sizes)
-    encoder = SentimentEncoder(
-        feature_sizes,
-        hidden_size=hidden_size,
-        memory_size=memory_size,
-        shared_size=shared_size,
-        private_size=private_size if generative else None,
-        dropout=dropout,
+    # The private encoders are built first: the order in which the old example drew the
+    # initial weights.
+    private = {
+        m: SequenceEncoder(feature_sizes[m], hidden_size, private_size, dropout=dropout)
+        for m in names
+    }
+    shared = MemoryFusionEncoder(
+        {m: feature_sizes[m] for m in names}, hidden_size, memory_size, shared_size, dropout=dropout
     )
     generators = FactorGenerators(
-        shared_size,
-        dict.fromkeys(names, private_size) if generative else {},
-        factor_size=factor_size,
-        dropout=dropout,
+        shared_size, dict.fromkeys(names, private_size), factor_size=factor_size, dropout=dropout
     )
     decoder_hidden = None if decoder_feed == "hidden" else hidden_size
     decoders = None
@@ -165,7 +108,7 @@ def build_mfm(
         dropout=dropout,
         offset=0.0 if offset is None else offset.tolist(),
     )
-    return MFM(encoder, generators, decoders, predictor)
+    return MFM(FactorizedEncoder(shared, private), generators, decoders, predictor)
 
 
 class SequenceSurrogate(nn.Module):
