@@ -164,7 +164,10 @@ def _non_finite(x: Tensor, keep: Tensor | None) -> Tensor:
 
 
 def check_finite(
-    groups: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor] | None
+    groups: Mapping[str, Mapping[str, Tensor]],
+    present: Mapping[str, Tensor] | None,
+    *,
+    name_rows: bool = False,
 ) -> None:
     """Raise if a present row of any tensor holds NaN or inf; one host sync for all.
 
@@ -175,10 +178,12 @@ def check_finite(
         groups: a label naming the role (e.g. ``"target"``) -> modality name -> tensor.
         present: modality name -> which rows (or leading entries, e.g. valid steps) to
             inspect, or ``None`` for all; a modality it does not name is inspected whole.
+        name_rows: also list the first rows holding non-finite values.
 
     Raises:
         ValueError: naming every modality and role with non-finite present values, the
-            count of those values, the first rows holding them and the tensor's shape.
+            count of those values and the tensor's shape (and with ``name_rows`` the first
+            rows holding them).
 
     Shapes:
         groups[label][m]: (B, ...). present[m]: (B,) or a longer prefix of the shape, bool.
@@ -196,14 +201,17 @@ def check_finite(
         return
     errors = []
     for (name, label, shape), count in zip(where, found, strict=True):
-        if count:
+        if not count:
+            continue
+        error = (
+            f"modality {name!r}: {count} non-finite value{'s' if count > 1 else ''} in "
+            f"the present rows of the {label} (shape {shape})"
+        )
+        if name_rows:
             bad = _non_finite(groups[label][name], None if present is None else present.get(name))
             rows = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
-            shown = f"{rows[:10]}{'...' if len(rows) > 10 else ''}"
-            errors.append(
-                f"modality {name!r}: {count} non-finite value{'s' if count > 1 else ''} in "
-                f"the present rows of the {label} (shape {shape}), rows {shown}"
-            )
+            error += f", rows {rows[:10]}{'...' if len(rows) > 10 else ''}"
+        errors.append(error)
     raise ValueError("; ".join(errors))
 
 

@@ -132,7 +132,7 @@ class FactorizedHead(RecordsModalities):
             batch = features[self.modalities[0]].shape[0]
             present = check_presence(present, self.modalities, batch)
         if self.check_finite:
-            check_all_finite({"inputs": features}, present)
+            check_all_finite({"inputs": features}, present, name_rows=True)
         if self.encoders is not None:
             features = self.encode(features, present)
         return self.factorize(features, present)

@@ -132,7 +132,7 @@ def test_non_finite_present_values_name_the_modality_the_role_and_the_count() ->
     with pytest.raises(
         ValueError,
         match=r"^modality 'fou': 2 non-finite values in the present rows of the target "
-        r"\(shape \(6, 5\)\), rows \[0\]$",
+        r"\(shape \(6, 5\)\)$",
     ):
         reconstruction_loss(x_hat, x, PRESENT)
     x_hat["pix"][2, 0, 1, 1] = float("inf")
@@ -256,7 +256,7 @@ def test_non_finite_valid_step_raises_naming_the_modality() -> None:
     with pytest.raises(
         ValueError,
         match=r"^modality 'seq': 1 non-finite value in the present rows of the target "
-        r"\(shape \(6, 7, 3\)\), rows \[1\]$",
+        r"\(shape \(6, 7, 3\)\)$",
     ):
         reconstruction_loss(x_hat, x, mask={"seq": mask})
     x["seq"][1, 2, 0] = 0.0
