@@ -138,7 +138,7 @@ class SequenceEncoder(nn.Module):
         cell: ``"lstm"`` or ``"gru"``.
         num_layers: Stacked recurrent layers.
         dropout: Dropout between stacked layers and on the last state before the
-            projection.
+            projection (the latter is not in the reference code; 0 reproduces it).
 
     Shapes:
         x: (B, T, D). lengths: (B,) integer in [1, T], or mask: (B, T) bool.

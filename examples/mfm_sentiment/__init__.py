@@ -1,7 +1,9 @@
 """The sequence MFM on multimodal sentiment data (POM, ICT-MMMO, YouTube, CMU-MOSI).
 
-Composed from factorkit's blocks and its :class:`~factorkit.MFM` recipe, as in the
-paper's sentiment experiments (the modules, by role):
+Composed from factorkit's blocks and its :class:`~factorkit.MFM` recipe after the paper's
+sentiment experiments, with the deviations the docs' "Fidelity to the MFM" page lists
+(the decoder's feeding, a constant learning rate, dropout before the code layer) (the
+modules, by role):
 
 - :mod:`~examples.mfm_sentiment.data`: standardised batches with step masks (B, T) and
   per-modality presence (B,); samples with no data at all (length 0) are dropped;
