@@ -82,6 +82,9 @@ class _Prepared(NamedTuple):
     raw: tuple[Tensor, Tensor]  # x and y before centring, absent rows 0
     plan: KernelPlan
     moments: tuple[Tensor, Tensor] | None  # prior (loc, scale), (D,) each
+    # eps * max |w - centre|^2 / h: rounding of a squared distance at the kernel's scale;
+    # NaN or inf for non-finite present values.
+    rounding: Tensor
 
     @property
     def small(self) -> bool:
@@ -111,7 +114,7 @@ def batched_mmd(problems: Sequence[Problem], opts: Options) -> list[Tensor]:
             value = torch.where(_valid(p, opts.estimator), value, torch.zeros_like(value))
             if not opts.check_finite:
                 # Unchecked, unusable data still gives NaN, never a wrong finite value.
-                value = torch.where(_rounding(p) > PRECISION_LIMIT, math.nan, value)
+                value = torch.where(p.rounding > PRECISION_LIMIT, math.nan, value)
             out.append(value.to(dtype))
         return out
 
@@ -129,9 +132,12 @@ def _prepare(problem: Problem, kernel: Kernel, dtype: torch.dtype) -> _Prepared:
         y, uy = _cast(problem.y, problem.y_mask, problem.labels[1], dtype)
     # Any constant works (the kernels are translation invariant); the weighted mean of the
     # present points makes the subtraction exact for points within a factor 2 of it.
-    mass = (ux.sum() + uy.sum()).clamp_min(1.0)
-    centre = ((torch.cat([ux, uy]) @ torch.cat([x, y])) / mass).detach()
-    xc, yc = (torch.where(u.unsqueeze(1) > 0, t - centre, 0.0) for t, u in ((x, ux), (y, uy)))
+    w, u = torch.cat([x, y]), torch.cat([ux, uy])
+    centre = ((u @ w) / u.sum().clamp_min(1.0)).detach()
+    masked = problem.x_mask is not None or problem.y_mask is not None
+    # Absent rows stay at 0, on the centre: they must not reach the rounding bound.
+    wc = (w - centre) * u.unsqueeze(1) if masked else w - centre
+    xc, yc = wc[: x.shape[0]], wc[x.shape[0] :]
     alone = problem.y is None
     plan = kernel._plan(xc, None, ux, None) if alone else kernel._plan(xc, yc, ux, uy)
     moments = None
@@ -139,7 +145,9 @@ def _prepare(problem: Problem, kernel: Kernel, dtype: torch.dtype) -> _Prepared:
         if any(kind != "gaussian" for kind in plan.kinds):
             raise ValueError(f"the analytic prior terms need a Gaussian kernel, got {kernel!r}")
         moments = _prior_moments(*problem.prior, x)
-    return _Prepared(xc, yc, ux, uy, (x, y), plan, moments)
+    eps = torch.finfo(dtype).eps
+    rounding = (wc * wc).sum(1).max() * (eps / plan.params.min())
+    return _Prepared(xc, yc, ux, uy, (x, y), plan, moments, rounding)
 
 
 def _cast(t: Tensor, mask: Tensor | None, label: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -177,33 +185,31 @@ def _check(problems: Sequence[Problem], prepared: Sequence[_Prepared]) -> None:
     """One host sync for the whole batch: finite present values, precision, prior scale."""
     flags = []
     for p in prepared:
-        flags += [~p.raw[0].isfinite().all(), ~p.raw[1].isfinite().all()]
-        flags.append(_rounding(p) > PRECISION_LIMIT)
-        if p.moments is None:
-            flags.append(torch.zeros((), dtype=torch.bool, device=p.x.device))
-        else:
-            loc, scale = p.moments
-            flags.append(~(loc.isfinite().all() & scale.isfinite().all() & (scale > 0).all()))
-    found = torch.stack(flags).view(len(prepared), 4).tolist()
-    for problem, p, bad in zip(problems, prepared, found, strict=True):
-        if any(bad):
-            raise ValueError(_describe(problem, p, bad))
+        # NaN or inf anywhere makes the rounding bound NaN or inf too.
+        flags.append(~(p.rounding <= PRECISION_LIMIT))
+        if p.moments is not None:
+            flags.append(~_usable_prior(*p.moments))
+    if not any(torch.stack(flags).tolist()):
+        return
+    for problem, p in zip(problems, prepared, strict=True):
+        message = _describe(problem, p)
+        if message:
+            raise ValueError(message)
 
 
-def _rounding(p: _Prepared) -> Tensor:
-    """``eps * max |w - centre|^2 / h``: rounding of a squared distance at the kernel's scale."""
-    sq = torch.cat([(p.x * p.x).sum(1), (p.y * p.y).sum(1)])
-    return torch.finfo(p.x.dtype).eps * sq.max() / p.plan.params.min()
+def _usable_prior(loc: Tensor, scale: Tensor) -> Tensor:
+    return loc.isfinite().all() & scale.isfinite().all() & (scale > 0).all()
 
 
-def _describe(problem: Problem, p: _Prepared, bad: list[bool]) -> str:
+def _describe(problem: Problem, p: _Prepared) -> str:
+    """What is wrong with a problem that failed :func:`_check` ("" if nothing is)."""
     tensors = (problem.x, problem.y if problem.y is not None else problem.x)
     for k in (0, 1):
-        if bad[k]:
+        if not bool(p.raw[k].isfinite().all()):
             row = int((~p.raw[k].isfinite().all(1)).nonzero()[0, 0])
             shape = tuple(tensors[k].shape)
             return f"{problem.labels[k]} has non-finite values (row {row}), shape {shape}"
-    if bad[2]:
+    if not bool(p.rounding <= PRECISION_LIMIT):
         # The culprit: the sample, and its row, holding the value of largest magnitude.
         peak = [t.abs().amax(1) if t.shape[0] else t.new_zeros(1) for t in p.raw]
         k = 0 if peak[0].max() >= peak[1].max() else 1
@@ -217,11 +223,12 @@ def _describe(problem: Problem, p: _Prepared, bad: list[bool]) -> str:
             f"so squared distances lose all precision (shape {tuple(tensors[k].shape)}); "
             f"rescale the data, widen the kernel or compute in float64"
         )
-    assert p.moments is not None
-    loc, scale = (t.tolist() for t in p.moments)
+    if p.moments is None or bool(_usable_prior(*p.moments)):
+        return ""
+    loc, scale = p.moments
     return (
         f"the prior of {problem.labels[0]} needs a finite loc and a positive, finite scale, "
-        f"got loc {loc}, scale {scale}"
+        f"got loc {loc.tolist()}, scale {scale.tolist()}"
     )
 
 

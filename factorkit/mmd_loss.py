@@ -66,11 +66,17 @@ def mmd(
     the diagonals of ``K(x, x)`` and ``K(y, y)`` are left out of their means.
 
     Computed in float32 (float64 if an input is float64), also under autocast, with the
-    sums finished in float64: at the MFM bandwidth, where MMD^2 is ~1e-5 and the three
-    kernel means agree to 4-5 digits, float32 results are typically within 1e-6 relative
-    of the float64 value. Never builds an N x M x D tensor. A bandwidth chosen from the
-    data (median rule) is treated as a constant by the gradient. The gradient is computed
-    in the forward pass, so double backward is refused.
+    pooled points centred first (the kernels are translation invariant, so an offset
+    costs no digits: float32 stays within 1e-4 relative of float64 for offsets up to
+    1e4) and the sums finished in float64: at the MFM bandwidth, where MMD^2 is ~1e-5
+    and the three kernel means agree to 4-5 digits, float32 results are typically within
+    1e-6 relative of the float64 value. Never builds an N x M x D tensor. A bandwidth
+    chosen from the data (median rule) is treated as a constant by the gradient.
+
+    Twice differentiable on every path: the first derivative is computed without an
+    autograd graph over the kernel matrix, and with ``create_graph=True`` (gradient
+    penalties, meta-learning) it is rebuilt from differentiable operations on a dense
+    N x N matrix, so second derivatives are exact at O(N^2) memory for that call.
 
     Args:
         x: first sample.
@@ -87,8 +93,10 @@ def mmd(
             rows than the estimator needs are present (1, or 2 for ``"unbiased"``), the
             result is 0 with a zero gradient.
         y_mask: the same for ``y``.
-        check_finite: raise on NaN/inf in present rows (one host sync; skipped under
-            ``torch.compile``).
+        check_finite: raise on NaN/inf in present rows, and on data spread so far for
+            the kernel's scale that squared distances lose all precision (e.g. values of
+            1e20, whose squares overflow float32): one host sync, skipped under
+            ``torch.compile``. Without the check such inputs give NaN.
         generator: random generator for the RFF frequencies.
         gather: under ``torch.distributed``, compute the MMD of the global batch: both
             samples (and masks) are gathered from every rank with
@@ -103,8 +111,10 @@ def mmd(
         x: (N, D), y: (M, D), x_mask: (N,), y_mask: (M,) -> ().
 
     Raises:
-        ValueError: 1-D or mismatched inputs, non-finite values, too few rows for the
-            unbiased estimator, unknown options.
+        ValueError: 1-D or mismatched inputs, no feature columns, too few rows for the
+            unbiased estimator, unknown options or a ``chunk_size`` / ``features`` that is
+            not a positive int; with ``check_finite``, non-finite values or data too
+            spread out for the kernel, naming the sample and the row.
 
     Examples:
         >>> x, y = torch.randn(128, 8), torch.randn(96, 8) + 1.0
@@ -162,7 +172,12 @@ def gaussian_prior_mmd(
         mode: ``"dense"`` or ``"chunked"`` for the z-z term.
         chunk_size: tile side for ``mode="chunked"``.
         mask: optional (B,) bool presence mask (as in :func:`mmd`).
-        check_finite: raise on NaN/inf in present rows (one host sync).
+        check_finite: as in :func:`mmd`; also checks a tensor ``scale`` (a number is
+            always checked).
+
+    Raises:
+        ValueError: as :func:`mmd`; a ``scale`` that is not positive and finite, a
+            ``loc`` that is not finite, ``mode="rff"``, a kernel that is not Gaussian.
 
     Returns:
         0-dim tensor, float32 (float64 for float64 input).
@@ -246,7 +261,8 @@ class MMDPriorLoss(nn.Module):
         chunk_size: tile side for ``mode="chunked"``.
         features: random frequencies per scale for ``mode="rff"``.
         num_samples: prior sample size, a positive int; default the batch size.
-        check_finite: raise on non-finite codes (one host sync per call).
+        check_finite: as in :func:`mmd` (one host sync per call, for all latents of a
+            :meth:`per_latent` call).
         generator: random generator for the default prior and the RFF frequencies.
         gather: under ``torch.distributed``, the loss of the global batch (codes gathered
             from every rank with gradients, see :func:`mmd`); a no-op otherwise.
