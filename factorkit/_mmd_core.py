@@ -103,7 +103,8 @@ def batched_mmd(problems: Sequence[Problem], opts: Options) -> list[Tensor]:
     dtypes = [compute_dtype(p.x, p.y) for p in problems]
     with torch.autocast(problems[0].x.device.type, enabled=False):
         prepared = [_prepare(p, opts.kernel, d) for p, d in zip(problems, dtypes, strict=True)]
-        if opts.check_finite and not torch.compiler.is_compiling():
+        checked = opts.check_finite and not torch.compiler.is_compiling()
+        if checked:
             _check(problems, prepared)
         values: dict[int, Tensor] = {}
         for group in _small_groups(prepared, opts):
@@ -112,7 +113,7 @@ def batched_mmd(problems: Sequence[Problem], opts: Options) -> list[Tensor]:
         for i, (p, dtype) in enumerate(zip(prepared, dtypes, strict=True)):
             value = values[i] if i in values else _single(p, opts)
             value = torch.where(_valid(p, opts.estimator), value, torch.zeros_like(value))
-            if not opts.check_finite:
+            if not checked:
                 # Unchecked, unusable data still gives NaN, never a wrong finite value.
                 value = torch.where(p.rounding > PRECISION_LIMIT, math.nan, value)
             out.append(value.to(dtype))

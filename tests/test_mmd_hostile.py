@@ -5,7 +5,7 @@ values near the dtype's range, zero-width features and bad arguments. The refere
 written from the definitions, in float64, independently of factorkit's code paths.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -24,14 +24,6 @@ from factorkit import (
 )
 
 Tensor = torch.Tensor
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- float64 references from the definitions ------------------------------------------------

@@ -1,4 +1,4 @@
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -19,16 +19,6 @@ from factorkit._mmd_engine import SMALL_ROWS
 
 Tensor = torch.Tensor
 KernelFn = Callable[[Tensor, Tensor], Tensor]  # (r, pooled points) -> k(r)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The tensors here are tiny: a second intra-op thread only adds synchronisation,
-    # which costs far more than the work on a shared, loaded machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- naive float64 reference, written from the definitions --------------------------------
