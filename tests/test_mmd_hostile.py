@@ -504,3 +504,71 @@ def test_property_every_path_matches_the_reference(
                 torch.testing.assert_close(hv, hvw, rtol=1e-7, atol=1e-12)
     finally:
         core.SMALL_ROWS = small
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    b=st.integers(2, 14),
+    d=st.integers(1, 4),
+    offset=st.sampled_from([0.0, 1e2, 1e4]),
+    bandwidth=st.sampled_from([0.5, 1.0, 4.0]),
+    estimator=st.sampled_from(["biased", "unbiased"]),
+    path=st.sampled_from(["dense", "chunked", "engine", "per_latent"]),
+    masked=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_prior_paths_match_the_reference(
+    b: int,
+    d: int,
+    offset: float,
+    bandwidth: float,
+    estimator: str,
+    path: str,
+    masked: bool,
+    seed: int,
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    z = (torch.randn(b, d, generator=g) * 1.3 + offset + 0.2).float()
+    mask = torch.rand(b, generator=g) < 0.7 if masked else torch.ones(b, dtype=torch.bool)
+    mask[:2] = True
+    h = 2.0 * bandwidth**2
+    k = GaussianKernel(bandwidth=bandwidth)
+    prior = torch.distributions.Normal(torch.tensor(offset), torch.tensor(1.0))
+    z64 = z.double().requires_grad_(True)
+    want = ref_prior_mmd(z64[mask], h, offset, 1.0, estimator)
+    (gw,) = torch.autograd.grad(want, z64, create_graph=True)
+    v = torch.randn(b, d, generator=g, dtype=torch.float64)
+    (hvw,) = torch.autograd.grad((gw * v).sum(), z64)
+    small = core.SMALL_ROWS
+    core.SMALL_ROWS = 0 if path == "engine" else small
+    try:
+        for dtype in (torch.float32, torch.float64):
+            zs = z.to(dtype).requires_grad_(True)
+            if path == "per_latent":
+                est = "analytic" if estimator == "biased" else "analytic-unbiased"
+                latents = FactorizedLatents(zs, {"m": zs * 1.0}, {"m": mask})
+                got = MMDPriorLoss(k, estimator=est, prior=prior).per_latent(latents)["m"]  # type: ignore[arg-type]
+            else:
+                mode = "chunked" if path == "chunked" else "dense"
+                got = gaussian_prior_mmd(
+                    zs,
+                    offset,
+                    1.0,
+                    kernel=k,
+                    estimator=estimator,
+                    mode=mode,
+                    chunk_size=3,
+                    mask=mask,  # type: ignore[arg-type]
+                )
+            (gg,) = torch.autograd.grad(got, zs, create_graph=dtype == torch.float64)
+            if dtype == torch.float32:
+                assert abs(got.item() - want.item()) <= 1e-4 * abs(want.item()) + 1e-6
+                scale = gw.abs().max().item()
+                torch.testing.assert_close(gg.double(), gw.detach(), rtol=1e-3, atol=1e-4 * scale)
+            else:
+                assert got.item() == pytest.approx(want.item(), rel=1e-9, abs=1e-14)
+                torch.testing.assert_close(gg, gw, rtol=1e-8, atol=1e-13)
+                (hv,) = torch.autograd.grad((gg * v).sum(), zs)
+                torch.testing.assert_close(hv, hvw, rtol=1e-7, atol=1e-12)
+    finally:
+        core.SMALL_ROWS = small
