@@ -72,23 +72,25 @@ class Options(NamedTuple):
     generator: torch.Generator | None = None
 
 
-class _Prepared(NamedTuple):
-    """A problem in the compute dtype: centred points, weights, kernel and prior moments."""
+class _Batch(NamedTuple):
+    """Problems evaluated together, in the compute dtype, zero-padded to the widest.
 
-    x: Tensor  # (N, D) centred on the pooled present points, absent rows 0
-    y: Tensor  # (M, D) the same; (0, D) against a prior
-    ux: Tensor  # (N,) presence weights
-    uy: Tensor  # (M,)
-    raw: tuple[Tensor, Tensor]  # x and y before centring, absent rows 0
-    plan: KernelPlan
-    moments: tuple[Tensor, Tensor] | None  # prior (loc, scale), (D,) each
-    # eps * max |w - centre|^2 / h: rounding of a squared distance at the kernel's scale;
-    # NaN or inf for non-finite present values.
-    rounding: Tensor
+    Small biased dense problems of one size form one batch; any other problem is a batch
+    of one. Points are centred on each problem's pooled present points; absent rows and
+    padded features are 0.
+    """
 
-    @property
-    def small(self) -> bool:
-        return self.x.shape[0] + self.y.shape[0] <= SMALL_ROWS
+    members: list[int]  # indices of the problems, sorted by width
+    x: Tensor  # (G, N, D) centred
+    y: Tensor  # (G, M, D) centred; M = 0 against a prior
+    ux: Tensor  # (G, N) presence weights
+    uy: Tensor  # (G, M)
+    raw: tuple[Tensor, Tensor]  # x and y before centring
+    plan: KernelPlan  # params (G, S)
+    moments: tuple[Tensor, Tensor] | None  # prior loc, scale: (G, 1, D), scale padded 0
+    # eps * max |w - centre|^2 / h per problem: rounding of a squared distance at the
+    # kernel's scale; NaN or inf for non-finite present values.
+    rounding: Tensor  # (G,)
 
 
 def batched_mmd(problems: Sequence[Problem], opts: Options) -> list[Tensor]:
@@ -98,26 +100,23 @@ def batched_mmd(problems: Sequence[Problem], opts: Options) -> list[Tensor]:
         ValueError: a bad mask or a non-Gaussian kernel for the prior terms; with
             ``opts.check_finite``, non-finite present values, a non-positive prior scale,
             or data whose squared distances lose all precision at the kernel's scale.
-            Without the check, the last gives NaN (as non-finite values do).
+            Without the check (or under ``torch.compile``) the last gives NaN, as
+            non-finite values do.
     """
-    dtypes = [compute_dtype(p.x, p.y) for p in problems]
+    out: dict[int, Tensor] = {}
     with torch.autocast(problems[0].x.device.type, enabled=False):
-        prepared = [_prepare(p, opts.kernel, d) for p, d in zip(problems, dtypes, strict=True)]
+        batches = [_batch(problems, group, opts) for group in _groups(problems, opts)]
         checked = opts.check_finite and not torch.compiler.is_compiling()
         if checked:
-            _check(problems, prepared)
-        values: dict[int, Tensor] = {}
-        for group in _small_groups(prepared, opts):
-            values.update(zip(group, _small_batch([prepared[i] for i in group]), strict=True))
-        out = []
-        for i, (p, dtype) in enumerate(zip(prepared, dtypes, strict=True)):
-            value = values[i] if i in values else _single(p, opts)
-            value = torch.where(_valid(p, opts.estimator), value, torch.zeros_like(value))
+            _check(problems, batches)
+        for b in batches:
+            value = _small(b) if _is_small(b, opts) else _single(b, opts)
+            value = torch.where(_valid(b, opts.estimator), value, torch.zeros_like(value))
             if not checked:
                 # Unchecked, unusable data still gives NaN, never a wrong finite value.
-                value = torch.where(p.rounding > PRECISION_LIMIT, math.nan, value)
-            out.append(value.to(dtype))
-        return out
+                value = torch.where(b.rounding > PRECISION_LIMIT, math.nan, value)
+            out.update(zip(b.members, value.to(b.x.dtype).unbind(0), strict=True))
+    return [out[i] for i in range(len(problems))]
 
 
 def compute_dtype(x: Tensor, y: Tensor | None) -> torch.dtype:
@@ -125,46 +124,109 @@ def compute_dtype(x: Tensor, y: Tensor | None) -> torch.dtype:
     return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
-def _prepare(problem: Problem, kernel: Kernel, dtype: torch.dtype) -> _Prepared:
-    x, ux = _cast(problem.x, problem.x_mask, problem.labels[0], dtype)
-    if problem.y is None:
-        y, uy = x[:0], ux[:0]
-    else:
-        y, uy = _cast(problem.y, problem.y_mask, problem.labels[1], dtype)
+def _groups(problems: Sequence[Problem], opts: Options) -> list[list[int]]:
+    """Problems that one batch can hold: small biased dense ones of one size together."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    batched = opts.estimator == "biased" and opts.mode == "dense"
+    for i, p in enumerate(problems):
+        rows = (p.x.shape[0], 0 if p.y is None else p.y.shape[0])
+        if batched and sum(rows) <= SMALL_ROWS:
+            key: tuple[object, ...] = (rows, compute_dtype(p.x, p.y), p.x.device, p.y is None)
+        else:
+            key = (i,)
+        groups.setdefault(key, []).append(i)
+    return [sorted(g, key=lambda i: problems[i].x.shape[1]) for g in groups.values()]
+
+
+def _is_small(b: _Batch, opts: Options) -> bool:
+    """Whether the batch takes the small-batch path (every batch of several does)."""
+    small = b.x.shape[1] + b.y.shape[1] <= SMALL_ROWS
+    return small and opts.estimator == "biased" and opts.mode == "dense"
+
+
+def _batch(problems: Sequence[Problem], members: list[int], opts: Options) -> _Batch:
+    ps = [problems[i] for i in members]
+    dtype = compute_dtype(ps[0].x, ps[0].y)
+    x = _stack_padded([p.x.to(dtype) for p in ps])
+    y = _stack_padded([(p.x if p.y is None else p.y).to(dtype)[: _rows(p.y)] for p in ps])
+    ux = _weights([(p.x_mask, p.labels[0], p.x) for p in ps], x)
+    uy = _weights([(p.y_mask, p.labels[1], p.y) for p in ps], y)
+    masked = any(p.x_mask is not None or p.y_mask is not None for p in ps)
+    if masked:
+        # Absent rows may hold anything (even NaN): they must not reach the sums.
+        x, y = (torch.where(u.unsqueeze(-1) > 0, t, 0.0) for t, u in ((x, ux), (y, uy)))
+    with torch.no_grad():
+        mass = (ux.sum(-1) + uy.sum(-1)).clamp_min(1.0).view(-1, 1, 1)
+        centre = (ux.unsqueeze(1) @ x + uy.unsqueeze(1) @ y) / mass
     # Any constant works (the kernels are translation invariant); the weighted mean of the
     # present points makes the subtraction exact for points within a factor 2 of it.
-    w, u = torch.cat([x, y]), torch.cat([ux, uy])
-    centre = ((u @ w) / u.sum().clamp_min(1.0)).detach()
-    masked = problem.x_mask is not None or problem.y_mask is not None
-    # Absent rows stay at 0, on the centre: they must not reach the rounding bound.
-    wc = (w - centre) * u.unsqueeze(1) if masked else w - centre
-    xc, yc = wc[: x.shape[0]], wc[x.shape[0] :]
-    alone = problem.y is None
-    plan = kernel._plan(xc, None, ux, None) if alone else kernel._plan(xc, yc, ux, uy)
-    moments = None
-    if problem.prior is not None:
-        if any(kind != "gaussian" for kind in plan.kinds):
-            raise ValueError(f"the analytic prior terms need a Gaussian kernel, got {kernel!r}")
-        moments = _prior_moments(*problem.prior, x)
-    eps = torch.finfo(dtype).eps
-    rounding = (wc * wc).sum(1).max() * (eps / plan.params.min())
-    return _Prepared(xc, yc, ux, uy, (x, y), plan, moments, rounding)
+    xc, yc = x - centre, y - centre
+    if masked:
+        # Absent rows stay at 0, on the centre: they must not reach the rounding bound.
+        xc, yc = xc * ux.unsqueeze(-1), yc * uy.unsqueeze(-1)
+    plan = _plans(problems, members, xc, yc, ux, uy, opts.kernel)
+    moments = _moments(problems, members, x)
+    sq = torch.cat([(xc * xc).sum(-1), (yc * yc).sum(-1)], dim=-1)
+    rounding = sq.amax(-1) * (torch.finfo(dtype).eps / plan.params.amin(-1))
+    return _Batch(members, xc, yc, ux, uy, (x, y), plan, moments, rounding)
 
 
-def _cast(t: Tensor, mask: Tensor | None, label: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Cast to the compute dtype; weights from the mask; absent rows zeroed."""
-    t = t.to(dtype)
-    if mask is None:
-        return t, torch.ones(t.shape[0], dtype=dtype, device=t.device)
-    if mask.shape != t.shape[:1] or mask.dtype != torch.bool:
-        raise ValueError(
-            f"the presence mask of {label} must be a bool tensor of shape ({t.shape[0]},), got "
-            f"{mask.dtype} of shape {tuple(mask.shape)} for {label} of shape {tuple(t.shape)}"
-        )
-    present = mask.to(t.device)
-    # Absent rows may hold anything (even NaN): they must not reach the sums.
-    t = torch.where(present.unsqueeze(1), t, torch.zeros_like(t))
-    return t, present.to(dtype)
+def _plans(
+    problems: Sequence[Problem],
+    members: list[int],
+    x: Tensor,
+    y: Tensor,
+    ux: Tensor,
+    uy: Tensor,
+    kernel: Kernel,
+) -> KernelPlan:
+    """Each member's kernel, resolved on its own (unpadded) centred points, stacked."""
+    plans = []
+    for g, i in enumerate(members):
+        d = problems[i].x.shape[1]
+        if problems[i].y is None:
+            plans.append(kernel._plan(x[g, :, :d], None, ux[g], None))
+        else:
+            plans.append(kernel._plan(x[g, :, :d], y[g, :, :d], ux[g], uy[g]))
+    if problems[members[0]].prior is not None and any(k != "gaussian" for k in plans[0].kinds):
+        raise ValueError(f"the analytic prior terms need a Gaussian kernel, got {kernel!r}")
+    return KernelPlan(plans[0].kinds, torch.stack([q.params for q in plans]))
+
+
+def _moments(
+    problems: Sequence[Problem], members: list[int], x: Tensor
+) -> tuple[Tensor, Tensor] | None:
+    """The members' prior (loc, scale), (G, 1, D); a padded feature is a point mass at 0."""
+    priors = [problems[i].prior for i in members]
+    if priors[0] is None:
+        return None
+    moments = [_prior_moments(*p, problems[i].x) for p, i in zip(priors, members, strict=True) if p]
+    loc, scale = (_stack_padded([m[k].unsqueeze(0) for m in moments]) for k in (0, 1))
+    return loc.to(x), scale.to(x)
+
+
+def _rows(t: Tensor | None) -> int:
+    return 0 if t is None else t.shape[0]
+
+
+def _weights(samples: list[tuple[Tensor | None, str, Tensor | None]], like: Tensor) -> Tensor:
+    """Presence weights (G, N) of stacked samples from their masks (None: all present)."""
+    rows = like.shape[1]
+    for mask, label, t in samples:
+        if (
+            mask is not None
+            and t is not None
+            and (mask.shape != (rows,) or mask.dtype != torch.bool)
+        ):
+            raise ValueError(
+                f"the presence mask of {label} must be a bool tensor of shape ({rows},), got "
+                f"{mask.dtype} of shape {tuple(mask.shape)} for {label} of shape {tuple(t.shape)}"
+            )
+    if all(mask is None for mask, _, _ in samples):
+        return like.new_ones(like.shape[:2])
+    ones = torch.ones(rows, dtype=torch.bool, device=like.device)
+    masks = [ones if mask is None else mask.to(like.device) for mask, _, _ in samples]
+    return torch.stack(masks).to(like.dtype)
 
 
 def _prior_moments(loc: Tensor | float, scale: Tensor | float, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -182,117 +244,104 @@ def _prior_moments(loc: Tensor | float, scale: Tensor | float, z: Tensor) -> tup
     return mu.expand(d), sd.expand(d)
 
 
-def _check(problems: Sequence[Problem], prepared: Sequence[_Prepared]) -> None:
-    """One host sync for the whole batch: finite present values, precision, prior scale."""
-    flags = []
-    for p in prepared:
-        # NaN or inf anywhere makes the rounding bound NaN or inf too.
-        flags.append(~(p.rounding <= PRECISION_LIMIT))
-        if p.moments is not None:
-            flags.append(~_usable_prior(*p.moments))
-    if not any(torch.stack(flags).tolist()):
+def _check(problems: Sequence[Problem], batches: Sequence[_Batch]) -> None:
+    """One host sync for every problem: finite present values, precision, prior scale."""
+    # NaN or inf anywhere makes the rounding bound NaN or inf too.
+    usable = (torch.cat([b.rounding for b in batches]) <= PRECISION_LIMIT).all()
+    # A prior given as numbers was checked when its moments were made; tensors shared by
+    # several problems (one prior for every latent) are checked once.
+    locs = {id(p.prior[0]): p.prior[0] for p in problems if p.prior is not None}
+    scales = {id(p.prior[1]): p.prior[1] for p in problems if p.prior is not None}
+    for loc in locs.values():
+        if isinstance(loc, Tensor):
+            usable = usable & loc.isfinite().all()
+    for scale in scales.values():
+        if isinstance(scale, Tensor):
+            usable = usable & _usable_prior(scale.new_zeros(()), scale)
+    if bool(usable):
         return
-    for problem, p in zip(problems, prepared, strict=True):
-        message = _describe(problem, p)
-        if message:
-            raise ValueError(message)
+    for b in batches:
+        for g, i in enumerate(b.members):
+            message = _describe(problems[i], b, g)
+            if message:
+                raise ValueError(message)
 
 
 def _usable_prior(loc: Tensor, scale: Tensor) -> Tensor:
     return loc.isfinite().all() & scale.isfinite().all() & (scale > 0).all()
 
 
-def _describe(problem: Problem, p: _Prepared) -> str:
-    """What is wrong with a problem that failed :func:`_check` ("" if nothing is)."""
+def _describe(problem: Problem, b: _Batch, g: int) -> str:
+    """What is wrong with member ``g`` of a batch that failed :func:`_check` ("" if nothing)."""
+    d = problem.x.shape[1]
+    raw = [t[g, :, :d] for t in b.raw]
+    centred = [t[g, :, :d] for t in (b.x, b.y)]
     tensors = (problem.x, problem.y if problem.y is not None else problem.x)
     for k in (0, 1):
-        if not bool(p.raw[k].isfinite().all()):
-            row = int((~p.raw[k].isfinite().all(1)).nonzero()[0, 0])
+        if not bool(raw[k].isfinite().all()):
+            row = int((~raw[k].isfinite().all(1)).nonzero()[0, 0])
             shape = tuple(tensors[k].shape)
             return f"{problem.labels[k]} has non-finite values (row {row}), shape {shape}"
-    if not bool(p.rounding <= PRECISION_LIMIT):
+    if not bool(b.rounding[g] <= PRECISION_LIMIT):
         # The culprit: the sample, and its row, holding the value of largest magnitude.
-        peak = [t.abs().amax(1) if t.shape[0] else t.new_zeros(1) for t in p.raw]
+        peak = [t.abs().amax(1) if t.shape[0] else t.new_zeros(1) for t in raw]
         k = 0 if peak[0].max() >= peak[1].max() else 1
         row = int(peak[k].argmax())
-        centred = (p.x, p.y)[k][row]
+        point = centred[k][row]
         return (
-            f"{problem.labels[k]} is spread too far for the kernel in {p.x.dtype}: row {row} "
-            f"(largest |value| {float(peak[k][row]):.3g}) lies at squared distance "
-            f"{float((centred * centred).sum()):.3g} from the centre of the pooled points "
-            f"(inf: overflow), against a kernel scale of {float(p.plan.params.min()):.3g}, "
-            f"so squared distances lose all precision (shape {tuple(tensors[k].shape)}); "
+            f"{problem.labels[k]} is spread too far for the kernel in {point.dtype}: row "
+            f"{row} (largest |value| {float(peak[k][row]):.3g}) lies at squared distance "
+            f"{float((point * point).sum()):.3g} from the centre of the pooled points (inf: "
+            f"overflow), against a kernel scale of {float(b.plan.params[g].min()):.3g}, so "
+            f"squared distances lose all precision (shape {tuple(tensors[k].shape)}); "
             f"rescale the data, widen the kernel or compute in float64"
         )
-    if p.moments is None or bool(_usable_prior(*p.moments)):
+    if problem.prior is None:
         return ""
-    loc, scale = p.moments
+    loc, scale = (torch.as_tensor(t) for t in problem.prior)
+    if bool(_usable_prior(loc, scale)):
+        return ""
     return (
         f"the prior of {problem.labels[0]} needs a finite loc and a positive, finite scale, "
         f"got loc {loc.tolist()}, scale {scale.tolist()}"
     )
 
 
-def _small_groups(prepared: Sequence[_Prepared], opts: Options) -> list[list[int]]:
-    """Indices of the small biased dense problems, grouped by what one batch must share."""
-    if opts.estimator != "biased" or opts.mode != "dense":
-        return []
-    groups: dict[tuple[object, ...], list[int]] = {}
-    for i, p in enumerate(prepared):
-        if p.small:
-            rows = (p.x.shape[0], p.y.shape[0])
-            key = (rows, p.x.dtype, p.x.device, p.plan.kinds, p.moments is None)
-            groups.setdefault(key, []).append(i)
-    return list(groups.values())
+def _small(b: _Batch) -> Tensor:
+    """Biased MMD^2 of the batch as one batched kernel matrix (float64, (G,)).
 
-
-def _small_batch(members: list[_Prepared]) -> list[Tensor]:
-    """Biased MMD^2 of small problems of one size as one batched kernel matrix.
-
-    Codes of different widths are zero-padded to the widest: padding adds nothing to any
-    distance, and a padded prior feature is a point mass at 0, which leaves the prior
-    terms unchanged. Returns float64 values in the order of ``members``.
+    Padding adds nothing to any distance, and a padded prior feature is a point mass at
+    0, which leaves the prior terms unchanged.
     """
-    order = sorted(range(len(members)), key=lambda i: members[i].x.shape[1])
-    ms = [members[i] for i in order]
-    x, y = _stack_padded([m.x for m in ms]), _stack_padded([m.y for m in ms])
-    ux, uy = torch.stack([m.ux for m in ms]), torch.stack([m.uy for m in ms])
-    a = torch.cat([_mean_weights(ux), -_mean_weights(uy)], dim=1)
-    plan = KernelPlan(ms[0].plan.kinds, torch.stack([m.plan.params for m in ms]))
-    value = small_kernel_quadratic(torch.cat([x, y], dim=1), a, plan)
-    if ms[0].moments is not None:
-        z = _stack_padded([m.raw[0] for m in ms])
-        loc, scale = (
-            _stack_padded([m.moments[k].unsqueeze(0) for m in ms if m.moments is not None])
-            for k in (0, 1)
-        )
-        value = value + _analytic_prior_terms(z, ux, loc, scale, plan)
-    out: list[Tensor] = [value] * len(members)
-    for k, v in zip(order, value.unbind(0), strict=True):
-        out[k] = v
-    return out
-
-
-def _single(p: _Prepared, opts: Options) -> Tensor:
-    """One problem by the one-pass engine or random Fourier features (float64)."""
-    coef, diag = _coefficients(p.ux, p.uy, opts.estimator, single=p.moments is not None)
-    if opts.mode == "rff":
-        value = _rff_kernel_sum(p, opts.features, opts.generator, coef)
-    else:
-        chunk = (opts.chunk_size, opts.chunk_size) if opts.mode == "chunked" else None
-        value = weighted_kernel_sum(p.x, p.y, p.ux, p.uy, coef, p.plan, chunk)
-    # The U-statistic leaves out the diagonal, where every kernel equals k(0).
-    value = value - p.plan.value_at_zero() * diag
-    if p.moments is not None:
-        value = value + _analytic_prior_terms(p.raw[0], p.ux, *p.moments, p.plan)
+    a = torch.cat([_mean_weights(b.ux), -_mean_weights(b.uy)], dim=1)
+    value = small_kernel_quadratic(torch.cat([b.x, b.y], dim=1), a, b.plan)
+    if b.moments is not None:
+        value = value + _analytic_prior_terms(b.raw[0], b.ux, *b.moments, b.plan)
     return value
 
 
-def _valid(p: _Prepared, estimator: Estimator) -> Tensor:
-    """Whether enough rows are present (1 per sample, 2 for the U-statistic)."""
+def _single(b: _Batch, opts: Options) -> Tensor:
+    """A batch of one by the one-pass engine or random Fourier features (float64, (1,))."""
+    x, y, ux, uy = b.x[0], b.y[0], b.ux[0], b.uy[0]
+    plan = KernelPlan(b.plan.kinds, b.plan.params[0])
+    coef, diag = _coefficients(ux, uy, opts.estimator, single=b.moments is not None)
+    if opts.mode == "rff":
+        value = _rff_kernel_sum(x, y, ux, uy, plan, opts, coef)
+    else:
+        chunk = (opts.chunk_size, opts.chunk_size) if opts.mode == "chunked" else None
+        value = weighted_kernel_sum(x, y, ux, uy, coef, plan, chunk)
+    # The U-statistic leaves out the diagonal, where every kernel equals k(0).
+    value = (value - plan.value_at_zero() * diag).unsqueeze(0)
+    if b.moments is not None:
+        value = value + _analytic_prior_terms(b.raw[0], b.ux, *b.moments, b.plan)
+    return value
+
+
+def _valid(b: _Batch, estimator: Estimator) -> Tensor:
+    """Whether enough rows are present (1 per sample, 2 for the U-statistic), (G,)."""
     need = 2.0 if estimator == "unbiased" else 1.0
-    ok = p.ux.sum() >= need
-    return ok if p.moments is not None else ok & (p.uy.sum() >= need)
+    ok = b.ux.sum(-1) >= need
+    return ok if b.moments is not None else ok & (b.uy.sum(-1) >= need)
 
 
 def _coefficients(ux: Tensor, uy: Tensor, estimator: str, single: bool) -> tuple[Tensor, Tensor]:
@@ -316,23 +365,22 @@ def _coefficients(ux: Tensor, uy: Tensor, estimator: str, single: bool) -> tuple
 
 
 def _rff_kernel_sum(
-    p: _Prepared, features: int, generator: torch.Generator | None, coef: Tensor
+    x: Tensor, y: Tensor, ux: Tensor, uy: Tensor, plan: KernelPlan, opts: Options, coef: Tensor
 ) -> Tensor:
     """Random Fourier feature estimate of ``sum_ij A_ij k_ij``, diagonal included.
 
     ``phi(a) . phi(b)`` is an unbiased estimate of ``k(a, b)``, and ``phi(a) . phi(a)``
     equals ``k(0)`` exactly (cos^2 + sin^2), so the U-statistic's diagonal is still known.
     """
-    plan = p.plan
     if any(kind != "gaussian" for kind in plan.kinds):
         raise ValueError(f"mode='rff' needs a Gaussian kernel, got components {plan.kinds}")
-    d = p.x.shape[1]
+    d, features = x.shape[1], opts.features
     # exp(-r / h) is the characteristic function of omega ~ N(0, (2 / h) I).
-    omega = torch.randn(len(plan.kinds), d, features, generator=generator, dtype=p.x.dtype)
-    omega = omega.to(p.x.device) * torch.sqrt(2.0 / plan.params).view(-1, 1, 1)
+    omega = torch.randn(len(plan.kinds), d, features, generator=opts.generator, dtype=x.dtype)
+    omega = omega.to(x.device) * torch.sqrt(2.0 / plan.params).view(-1, 1, 1)
     omega = omega.permute(1, 0, 2).reshape(d, -1)
     sums = []
-    for t, u in ((p.x, p.ux), (p.y, p.uy)):
+    for t, u in ((x, ux), (y, uy)):
         proj = t @ omega
         phi = torch.cat([torch.cos(proj), torch.sin(proj)], 1) * (1.0 / math.sqrt(features))
         sums.append(u.double() @ phi.double())
@@ -364,13 +412,16 @@ def _stack_padded(tensors: list[Tensor]) -> Tensor:
     """Stack (B, D_g) tensors, sorted by D_g, into (G, B, max D_g) with zero features added.
 
     Tensors of one size are stacked first and padded once, so the cost is a few ops per
-    distinct size, not per tensor.
+    distinct size, not per tensor; a single tensor is a view.
     """
+    if len(tensors) == 1:
+        return tensors[0].unsqueeze(0)
     width = tensors[-1].shape[-1]
     parts = []
     for _, same in itertools.groupby(tensors, key=lambda t: t.shape[-1]):
         block = torch.stack(list(same))
-        parts.append(F.pad(block, (0, width - block.shape[-1])))
+        pad = width - block.shape[-1]
+        parts.append(F.pad(block, (0, pad)) if pad else block)
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 

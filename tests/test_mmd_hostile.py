@@ -419,7 +419,7 @@ def test_non_finite_latent_or_prior_sample_is_named(bad: float) -> None:
         (
             lambda z: gaussian_prior_mmd(z, scale=torch.tensor([1.0, -2.0, 1.0])),
             r"prior of z needs a finite loc and a positive, finite scale, got loc "
-            r"\[0.0, 0.0, 0.0\], scale \[1.0, -2.0, 1.0\]",
+            r"0.0, scale \[1.0, -2.0, 1.0\]",
         ),
         (
             lambda z: gaussian_prior_mmd(z, mode="rff"),
