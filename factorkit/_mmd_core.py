@@ -147,8 +147,8 @@ def _is_small(b: _Batch, opts: Options) -> bool:
 def _batch(problems: Sequence[Problem], members: list[int], opts: Options) -> _Batch:
     ps = [problems[i] for i in members]
     dtype = compute_dtype(ps[0].x, ps[0].y)
-    x = _stack_padded([p.x.to(dtype) for p in ps])
-    y = _stack_padded([(p.x if p.y is None else p.y).to(dtype)[: _rows(p.y)] for p in ps])
+    x = _stack_padded([_to(p.x, dtype) for p in ps])
+    y = _stack_padded([_to(p.x, dtype)[:0] if p.y is None else _to(p.y, dtype) for p in ps])
     ux = _weights([(p.x_mask, p.labels[0], p.x) for p in ps], x)
     uy = _weights([(p.y_mask, p.labels[1], p.y) for p in ps], y)
     masked = any(p.x_mask is not None or p.y_mask is not None for p in ps)
@@ -205,8 +205,8 @@ def _moments(
     return loc.to(x), scale.to(x)
 
 
-def _rows(t: Tensor | None) -> int:
-    return 0 if t is None else t.shape[0]
+def _to(t: Tensor, dtype: torch.dtype) -> Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def _weights(samples: list[tuple[Tensor | None, str, Tensor | None]], like: Tensor) -> Tensor:
