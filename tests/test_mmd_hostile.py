@@ -448,6 +448,27 @@ def test_bad_arguments_raise(call: Callable[[Tensor], object], match: str) -> No
 # --- properties: every path against the float64 reference, derivatives included ------------
 
 
+def assert_matches(
+    got: Tensor, leaf: Tensor, want: Tensor, grad: Tensor, hvp: tuple[Tensor, Tensor]
+) -> None:
+    """Value and gradient vs the float64 reference; in float64 also a Hessian-vector product.
+
+    float32: 1e-4 relative with a floor of 1e-6 (about 10 ulp of the O(1) kernel means).
+    """
+    float64 = got.dtype == torch.float64
+    (g,) = torch.autograd.grad(got, leaf, create_graph=float64)
+    if not float64:
+        assert abs(got.item() - want.item()) <= 1e-4 * abs(want.item()) + 1e-6
+        scale = grad.abs().max().item()
+        torch.testing.assert_close(g.double(), grad.detach(), rtol=1e-3, atol=1e-4 * scale)
+        return
+    assert got.item() == pytest.approx(want.item(), rel=1e-9, abs=1e-14)
+    torch.testing.assert_close(g, grad, rtol=1e-8, atol=1e-13)
+    v, want_hv = hvp
+    (hv,) = torch.autograd.grad((g * v).sum(), leaf)
+    torch.testing.assert_close(hv, want_hv, rtol=1e-7, atol=1e-12)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     n=st.integers(2, 12),
@@ -492,16 +513,7 @@ def test_property_every_path_matches_the_reference(
             got = mmd(
                 xs, y.to(dtype), kernel=k, estimator=estimator, mode=mode, chunk_size=3, x_mask=mask
             )  # type: ignore[arg-type]
-            (gg,) = torch.autograd.grad(got, xs, create_graph=dtype == torch.float64)
-            if dtype == torch.float32:
-                assert abs(got.item() - want.item()) <= 1e-4 * abs(want.item()) + 1e-6
-                scale = gw.abs().max().item()
-                torch.testing.assert_close(gg.double(), gw.detach(), rtol=1e-3, atol=1e-4 * scale)
-            else:
-                assert got.item() == pytest.approx(want.item(), rel=1e-9, abs=1e-14)
-                torch.testing.assert_close(gg, gw, rtol=1e-8, atol=1e-13)
-                (hv,) = torch.autograd.grad((gg * v).sum(), xs)
-                torch.testing.assert_close(hv, hvw, rtol=1e-7, atol=1e-12)
+            assert_matches(got, xs, want, gw, (v, hvw))
     finally:
         core.SMALL_ROWS = small
 
@@ -560,15 +572,6 @@ def test_property_prior_paths_match_the_reference(
                     chunk_size=3,
                     mask=mask,  # type: ignore[arg-type]
                 )
-            (gg,) = torch.autograd.grad(got, zs, create_graph=dtype == torch.float64)
-            if dtype == torch.float32:
-                assert abs(got.item() - want.item()) <= 1e-4 * abs(want.item()) + 1e-6
-                scale = gw.abs().max().item()
-                torch.testing.assert_close(gg.double(), gw.detach(), rtol=1e-3, atol=1e-4 * scale)
-            else:
-                assert got.item() == pytest.approx(want.item(), rel=1e-9, abs=1e-14)
-                torch.testing.assert_close(gg, gw, rtol=1e-8, atol=1e-13)
-                (hv,) = torch.autograd.grad((gg * v).sum(), zs)
-                torch.testing.assert_close(hv, hvw, rtol=1e-7, atol=1e-12)
+            assert_matches(got, zs, want, gw, (v, hvw))
     finally:
         core.SMALL_ROWS = small
