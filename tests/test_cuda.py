@@ -429,12 +429,6 @@ def _loss_cases() -> dict[str, tuple[tuple[int, int, int], Callable[[Tensor, Ten
 
 LOSSES = _loss_cases()
 
-# Paths whose second derivatives work today. The MMD engine computes the gradient in the
-# forward pass (``once_differentiable``): double backward through ``mmd`` raises, and
-# through the analytic estimators it silently drops the kernel-matrix part (only the
-# closed-form prior terms are differentiated twice; the finite-difference reference below
-# catches that). Move a name here when its path becomes twice differentiable.
-TWICE_DIFFERENTIABLE = {"rff", "reconstruction", "reconstruction_steps", "surrogate_loss"}
 
 # The RFF frequencies are drawn in the input dtype, so a float64 run draws other ones:
 # rff is compared with the same computation in float32 on the CPU.
@@ -485,18 +479,12 @@ def _hvp_finite_difference(name: str, v: Tensor, eps: float = 1e-4) -> Tensor:
     return (grads[0] - grads[1]) / (2 * eps)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        n
-        if n in TWICE_DIFFERENTIABLE
-        else pytest.param(n, marks=pytest.mark.xfail(reason="not twice differentiable today"))
-        for n in sorted(LOSSES)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(LOSSES))
 def test_loss_second_derivative(device: torch.device, name: str) -> None:
     """A Hessian-vector product on ``device`` (float32) vs a float64 finite difference
-    of the CPU gradient (rff: vs the CPU's float32 double backward)."""
+    of the CPU gradient (rff: vs the CPU's float32 double backward). Every path is twice
+    differentiable: the MMD engine rebuilds its gradient from differentiable operations
+    when a graph is requested."""
     (n, _, d), _ = LOSSES[name]
     v = torch.randn(n, d, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     if name in REFERENCE_DTYPE:
