@@ -631,6 +631,8 @@ def sync_sites(device: torch.device) -> Iterator[list[str]]:
         frames = [f for f in traceback.extract_stack() if f.filename.startswith(ours)]
         if frames:
             filename, lineno = frames[-1].filename, frames[-1].lineno or 0
+        elif filename == torch.cuda.__file__:
+            return  # switching the debug mode itself (torch's lazy CUDA initialisation)
         sites.append(f"{Path(filename).parent.name}/{Path(filename).name}:{lineno}")
 
     torch.cuda.synchronize()
@@ -648,6 +650,7 @@ def sync_sites(device: torch.device) -> Iterator[list[str]]:
 # sequence blocks' padding arguments and torch's pack_padded_sequence (it copies the
 # sort order of the host lengths to the device).
 _FINITE_CHECKS = {
+    "factorkit/_mmd_core.py",
     "factorkit/mmd_loss.py",
     "factorkit/reconstruction.py",
     "factorkit/_validation.py",
