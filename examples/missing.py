@@ -5,8 +5,9 @@ trained with the MFM frozen. Its product of per-view experts (``mode="experts"``
 for each observed view, the MFM encoder's features and the raw view, and predicts a
 correction to the MFM's codes under mean imputation (the missing views set to their
 training mean): so the surrogate starts from mean imputation and learns what it misses.
-For random missing patterns it learns from the paper's three terms and a distillation
-term::
+For random missing patterns it learns from three terms (code matching, label, missing-view
+reconstruction: the reference code's terms, here with the MFM frozen and the targets
+detached, factorkit's choice) and a distillation term::
 
     MSE(surrogate codes, full-data codes) + 3 * label loss + reconstruction of the missing views
         + T^2 * KL(softmax(full-data logits / T) || softmax(surrogate logits / T)),  T = 2

@@ -22,25 +22,34 @@ n x n x d tensor and never records an autograd graph over n x n blocks:
 The MMD is a small difference of large sums of values close to each other (at the MFM
 bandwidth, all within a few percent of 1): centring the blocks and finishing the sums in
 float64 keeps float32 results within about 1e-5 of the exact value.
+
+Second derivatives: both autograd Functions here compute the first derivative without an
+autograd graph. When a graph of the gradient is requested (``create_graph=True``), their
+backward instead evaluates the same closed-form gradient with differentiable operations on
+a dense N x N slope matrix (:func:`pair_gradient`), so double backward is exact, at
+O(N^2) memory for that call.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 
-from factorkit.kernels import ComponentKind, KernelPlan, centered_block_
+from factorkit._kernel_plan import ComponentKind, KernelPlan, centered_block_
 
 LOG2_E = 1.0 / math.log(2.0)
 """exp(t) = exp2(t * LOG2_E): Gaussian blocks are exponentiated with the faster exp2."""
 
-# About 8 MiB of float32 per block: measured fastest on 2 cores (the block stays near the
-# cache, the matmuls stay large enough).
-DENSE_BLOCK_ELEMENTS = 1 << 21
+# About 8 MiB of float32 per block on a CPU: measured fastest on 2 cores (the block stays
+# near the cache, the matmuls stay large enough). On a GPU such blocks are launch-bound
+# (an H200 took 15x the time of the matmuls at n = 16,384, 2026-11-30): there a block
+# holds up to 512 MiB of float32, so a call is a few large matmuls and elementwise passes.
+DENSE_BLOCK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 27}
 
 
 class _Layout(NamedTuple):
@@ -215,7 +224,8 @@ def pair_sum(
     factor = -1.0 / plan.params[0] if single else plan.params.new_ones(())
     pts = _points(x, y, ux, uy, coef, factor * LOG2_E if single else factor)
     if chunk is None:
-        chunk = (max(16, DENSE_BLOCK_ELEMENTS // max(layout.total, 1)), None)
+        elements = DENSE_BLOCK_ELEMENTS.get(x.device.type, DENSE_BLOCK_ELEMENTS["cpu"])
+        chunk = (max(16, elements // max(layout.total, 1)), None)
     rows, cols = chunk
     buf = x.new_empty(rows * (layout.total if cols is None else max(rows, cols)))
     sums = None
@@ -245,10 +255,9 @@ def weighted_kernel_sum(
     chunk: tuple[int, int | None] | None,
 ) -> Tensor:
     """Differentiable ``sum_ij A_ij k(r_ij)`` (float64, 0-dim); see :func:`pair_sum`."""
-    out: Tensor = WeightedKernelSum.apply(  # type: ignore[no-untyped-call]
-        x, y, ux, uy, coef, plan.params, plan.kinds, chunk
-    )
-    return out
+    # Typed by assignment: Function.apply is unannotated in some torch versions only.
+    apply: Callable[..., Tensor] = WeightedKernelSum.apply
+    return apply(x, y, ux, uy, coef, plan.params, plan.kinds, chunk)
 
 
 SMALL_ROWS = 128
@@ -266,16 +275,17 @@ def small_kernel_quadratic(w: Tensor, a: Tensor, plan: KernelPlan) -> Tensor:
     -u_y / sum u_y]``; the analytic estimator's z-z term uses ``w = z, a = u / sum u``. The
     kernel matrix comes from squared norms and one batched matmul, evaluated in place; the
     quadratic form is finished in float64 (the MMD is a small difference of sums close to
-    each other). The gradient is closed-form,
+    each other). Self-distances are exactly 0. The gradient is closed-form,
     ``d/dw_i = 4 a_i (w_i (S a)_i - (S (a * w))_i)`` with ``S = k'(r)``, one more batched
-    matmul in the backward pass and no autograd graph over the N x N matrix; double
-    backward is refused.
+    matmul in the backward pass and no autograd graph over the N x N matrix; with
+    ``create_graph=True`` it is built from differentiable operations instead
+    (:func:`pair_gradient`), so second derivatives are exact.
 
     Shapes:
         w: (G, N, D). a: (G, N), float64. plan.params: (G, S). Returns: (G,), float64.
     """
-    out: Tensor = KernelQuadratic.apply(w, a, plan.params, plan.kinds)  # type: ignore[no-untyped-call]
-    return out
+    apply: Callable[..., Tensor] = KernelQuadratic.apply
+    return apply(w, a, plan.params, plan.kinds)
 
 
 class KernelQuadratic(torch.autograd.Function):
@@ -287,7 +297,8 @@ class KernelQuadratic(torch.autograd.Function):
     ) -> Tensor:
         norms = (w * w).sum(-1)
         r = torch.baddbmm(norms.unsqueeze(1), w, w.mT, alpha=-2.0)
-        r.add_(norms.unsqueeze(2)).clamp_min_(0)
+        r.add_(norms.unsqueeze(2)).diagonal(dim1=-2, dim2=-1).zero_()
+        r.clamp_min_(0)
         h = params.view(params.shape[0], -1, 1, 1)
         if kinds == ("gaussian",):
             # exp(-r / h) in place; its slope -k / h is rebuilt from k in the backward.
@@ -298,14 +309,20 @@ class KernelQuadratic(torch.autograd.Function):
         ka = torch.bmm(k.double(), a.unsqueeze(-1)).squeeze(-1)
         ctx.save_for_backward(w, a, k if slope is None else slope, params, ka)
         ctx.single_gaussian = slope is None  # type: ignore[attr-defined]
+        ctx.kinds = kinds  # type: ignore[attr-defined]
         return (ka * a).sum(-1)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
         w, a, matrix, params, ka = ctx.saved_tensors  # type: ignore[attr-defined]
         if not ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
             return None, None, None, None
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient
+            weights = a.unsqueeze(-1) * a.unsqueeze(-2)
+            plan = KernelPlan(ctx.kinds, params)  # type: ignore[attr-defined]
+            outer = grad.to(w.dtype).view(-1, 1, 1)
+            return outer * pair_gradient(w, weights, plan), None, None, None
+        scale = (4.0 * grad).to(w.dtype).view(-1, 1, 1)
         af = a.to(w.dtype).unsqueeze(-1)
         if ctx.single_gaussian:  # type: ignore[attr-defined]
             # S = -K / h, and K a is already known from the forward pass.
@@ -315,8 +332,25 @@ class KernelQuadratic(torch.autograd.Function):
         else:
             s_a = torch.bmm(matrix, af)
             s_aw = torch.bmm(matrix, af * w)
-        scale = (4.0 * grad).to(w.dtype).view(-1, 1, 1)
         return scale * af * (w * s_a - s_aw), None, None, None
+
+
+def pair_gradient(w: Tensor, weights: Tensor, plan: KernelPlan) -> Tensor:
+    """``d/dw sum_ij A_ij k(r_ij)`` by differentiable dense operations (for double backward).
+
+    ``4 (w_i sum_j M_ij - sum_j M_ij w_j)`` with ``M = A * k'(r)``. Unlike the one-pass
+    paths this keeps an autograd graph over the N x N slope matrix, so its own derivative,
+    the second derivative of the kernel sum, is exact.
+
+    Shapes:
+        w: (G, N, D). weights: (G, N, N) symmetric. plan.params: (G, S). Returns: (G, N, D).
+    """
+    norms = (w * w).sum(-1)
+    r = norms.unsqueeze(-1) + norms.unsqueeze(-2) - 2.0 * (w @ w.mT)
+    off_diagonal = ~torch.eye(w.shape[-2], dtype=torch.bool, device=w.device)
+    r = torch.where(off_diagonal, r.clamp_min(0.0), torch.zeros_like(r))
+    m = weights.to(w.dtype) * plan.slope(r)
+    return 4.0 * (w * m.sum(-1, keepdim=True) - m @ w)
 
 
 class WeightedKernelSum(torch.autograd.Function):
@@ -340,14 +374,31 @@ class WeightedKernelSum(torch.autograd.Function):
         n = x.shape[0]
         gx = grad[:n] if grad is not None else x.new_zeros(0)
         gy = grad[n:] if grad is not None else y.new_zeros(0)
-        ctx.save_for_backward(gx, gy)
+        ctx.save_for_backward(gx, gy, x, y, ux, uy, coef, params)
+        ctx.kinds = kinds  # type: ignore[attr-defined]
         return total
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, out: Tensor) -> tuple[Tensor | None, ...]:
-        gx, gy = ctx.saved_tensors
+        gx, gy, x, y, ux, uy, coef, params = ctx.saved_tensors
         need = ctx.needs_input_grad
+        if torch.is_grad_enabled() and (need[0] or need[1]):
+            # create_graph=True: the same gradient, by differentiable operations.
+            grad = _dense_pair_gradient(x, y, ux, uy, coef, KernelPlan(ctx.kinds, params))
+            gx, gy = grad[: x.shape[0]], grad[x.shape[0] :]
         grad_x = gx * out.to(gx.dtype) if need[0] else None
         grad_y = gy * out.to(gy.dtype) if need[1] else None
         return grad_x, grad_y, None, None, None, None, None, None
+
+
+def _dense_pair_gradient(
+    x: Tensor, y: Tensor, ux: Tensor, uy: Tensor, coef: Tensor, plan: KernelPlan
+) -> Tensor:
+    """:func:`pair_gradient` for the weights ``A_ij = c_{g(i) g(j)} u_i u_j`` of the engine."""
+    u = torch.cat([ux, uy]).double()
+    group = torch.cat([torch.zeros_like(ux), torch.ones_like(uy)]).long()
+    c = coef.double()
+    table = torch.stack([c[:2], c[1:]])  # [[c_xx, c_xy], [c_xy, c_yy]]
+    weights = table[group][:, group] * (u.unsqueeze(1) * u.unsqueeze(0))
+    batched = KernelPlan(plan.kinds, plan.params.unsqueeze(0))
+    return pair_gradient(torch.cat([x, y]).unsqueeze(0), weights.unsqueeze(0), batched)[0]

@@ -10,6 +10,7 @@ gradients are exactly those of one process that saw the concatenated batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -81,8 +82,9 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
         raise ValueError("all_gather_with_grad: expected x of shape (B, ...), got a scalar")
     if not is_distributed():
         return x
-    out: Tensor = _AllGatherWithGrad.apply(x)  # type: ignore[no-untyped-call]
-    return out
+    # Typed by assignment: Function.apply is unannotated in some torch versions only.
+    apply: Callable[[Tensor], Tensor] = _AllGatherWithGrad.apply
+    return apply(x)
 
 
 def _gather_shapes(x: Tensor) -> list[tuple[int, ...]]:

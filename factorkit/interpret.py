@@ -1,8 +1,11 @@
 """Factor contributions: how much each generated modality depends on the shared factor.
 
-MFM reconstructs each modality from two factors, X_hat_m = F_m(F_a_m, F_y). Following the
+MFM reconstructs each modality from two factors, X_hat_m = F_m(F_a_m, F_y). After the
 paper's gradient-flow interpretation, the contribution of a factor to a modality is the
-size of the decoder's Jacobian with respect to that factor.
+size of the decoder's Jacobian with respect to that factor. The paper does not give its
+exact normalisation (the reference code does not include the analysis), so the one below
+(the mean of unsquared Frobenius norms, and the share a / (a + b)) is factorkit's choice;
+``squared=True`` averages squared norms instead (the Jacobians' energy).
 
 Definition (exact, no sampling). For one sample b, with J^y_b = dX_hat_m / dF_y and
 J^a_b = dX_hat_m / dF_a_m (X_hat_m flattened to a vector),
@@ -246,6 +249,7 @@ def factor_contributions(
     factorize: Callable[[Any], FactorBatch] | None = None,
     per_step: Collection[str] = (),
     per_coordinate: bool = False,
+    squared: bool = False,
 ) -> FactorContributions:
     """Contribution of the shared vs the private factor to each generated modality.
 
@@ -263,6 +267,8 @@ def factor_contributions(
             time step. A step mask (B, T) bool or lengths (B,) integer (valid steps
             first) may accompany each batch; without one every step counts.
         per_coordinate: compare factors per coordinate (RMS column norms).
+        squared: average squared Jacobian norms instead of norms (factorkit's default,
+            unsquared, is a choice: the paper does not state its normalisation).
 
     Returns:
         :class:`FactorContributions`, float64 on the CPU.
@@ -319,7 +325,10 @@ def factor_contributions(
                 per_coordinate=per_coordinate,
             )
             weight = _weights(factors, masks, m, norms.shared.shape)
-            for k, value in enumerate((norms.shared, norms.private, weight)):
+            sizes = (norms.shared, norms.private)
+            if squared:
+                sizes = (norms.shared.square(), norms.private.square())
+            for k, value in enumerate((*sizes, weight)):
                 kept = torch.where(weight, value, 0.0).double().sum(0).cpu()
                 sums[m][k] = _add_padded(sums[m][k], kept)
     return _finish(sums)

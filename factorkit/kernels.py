@@ -2,126 +2,44 @@
 
 A kernel here is a sum of *components* that all depend on the squared Euclidean distance
 ``r = ||x - y||^2`` only, so every component of every scale shares one squared-distance
-matrix. Two component families exist:
+matrix, and every kernel is translation invariant (the MMD centres the pooled points
+before computing distances, which keeps float32 accurate on data far from the origin).
+Two component families exist:
 
 * Gaussian: ``k(r) = exp(-r / h)`` with ``h = 2 * bandwidth^2``.
 * Inverse multiquadratic (WAE): ``k(r) = C / (C + r)`` with ``C = 2 * d * sigma^2 * scale``.
 
-Both have ``k(0) = 1``. The MMD engine evaluates blocks of the kernel matrix *centred*,
-``k(r) - k(r0)`` at a typical distance ``r0``, because at the MFM bandwidth the kernel is
-within a few percent of 1 everywhere and the MMD is a small difference of large sums:
-subtracting the constant before summing keeps float32 block sums accurate (the constant's
-share is added back exactly).
+Both have ``k(0) = 1``. New kernels are built by adding these (``SumKernel``); the MMD
+engine evaluates no other component family.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-__all__ = [
-    "GaussianKernel",
-    "InverseMultiquadraticKernel",
-    "Kernel",
-    "KernelPlan",
-    "SumKernel",
-]
+from factorkit._kernel_plan import ComponentKind, KernelPlan
 
-ComponentKind = Literal["gaussian", "imq"]
+__all__ = ["GaussianKernel", "InverseMultiquadraticKernel", "Kernel", "SumKernel"]
+
 _GAUSSIAN: ComponentKind = "gaussian"
 _IMQ: ComponentKind = "imq"
 
 
-class KernelPlan(NamedTuple):
-    """A kernel resolved for one call: the component families and their parameters.
-
-    Attributes:
-        kinds: family of each component, ``"gaussian"`` or ``"imq"``.
-        params: (S,) tensor, ``h`` for a Gaussian component (``k = exp(-r / h)``) and
-            ``C`` for an inverse multiquadratic one (``k = C / (C + r)``). Detached: no
-            gradient flows into a bandwidth chosen from the data.
-    """
-
-    kinds: tuple[ComponentKind, ...]
-    params: Tensor
-
-    @property
-    def single_gaussian(self) -> bool:
-        """True when the plan is one Gaussian component (the fast in-place path)."""
-        return self.kinds == ("gaussian",)
-
-    def value_at_zero(self) -> float:
-        """``k(0)``: every component equals 1 at distance 0."""
-        return float(len(self.kinds))
-
-    def at(self, r: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-component value ``k_s(r)`` and slope ``dk_s/dr`` at a scalar ``r``, (S,) each."""
-        gauss = torch.tensor([k == "gaussian" for k in self.kinds], device=self.params.device)
-        p = self.params
-        value = torch.where(gauss, torch.exp(-r / p), p / (p + r))
-        slope = torch.where(gauss, -value / p, -value.square() / p)
-        return value, slope
-
-    def evaluate(self, r: Tensor) -> Tensor:
-        """Dense, out-of-place kernel values for squared distances ``r``.
-
-        With ``params`` of shape (S,), ``r`` may have any shape; with a batch of plans,
-        ``params`` (G, S), ``r`` is (G, ...) and plan g applies to ``r[g]``.
-        """
-        out = torch.zeros_like(r)
-        for i, kind in enumerate(self.kinds):
-            p = _per_block(self.params[..., i], r)
-            out = out + (torch.exp(-r / p) if kind == "gaussian" else p / (p + r))
-        return out
-
-
-def _per_block(value: Tensor, r: Tensor) -> Tensor:
-    """A scalar, or a (G,) value per plan, shaped to broadcast against r (G, ...)."""
-    return value.reshape(value.shape + (1,) * (r.dim() - value.dim()))
-
-
-def centered_block_(r: Tensor, plan: KernelPlan, centre: Tensor) -> tuple[Tensor, Tensor]:
-    """Kernel values and slopes of a block, minus their values at a reference distance.
-
-    Args:
-        r: block of squared distances, clamped at 0 (used as scratch).
-        plan: the resolved kernel; with a batch of plans, ``params`` (G, S) and ``r``
-            (G, ...), plan g applies to ``r[g]``.
-        centre: component values ``k_s(r0)`` at the reference distance ``r0``, shaped
-            like ``plan.params`` (zeros give the plain values and slopes).
-
-    Returns:
-        ``(k(r) - k(r0), dk/dr(r) - dk/dr(r0))``, both the shape of ``r``.
-    """
-    value = torch.zeros_like(r)
-    slope = torch.zeros_like(r)
-    for i, kind in enumerate(plan.kinds):
-        p, c = (_per_block(t[..., i], r) for t in (plan.params, centre))
-        if kind == "gaussian":
-            # k' = -k / h, so the centred slope is the centred value times -1/h.
-            term = torch.mul(r, -1.0 / (p * math.log(2.0))).exp2_().sub_(c)
-            value.add_(term)
-            slope.sub_(term / p)
-        else:
-            # k = C / (C + r), k' = -k^2 / C: k'(r) - k'(r0) = -(k - k0)(k + k0) / C.
-            k = torch.add(r, p).reciprocal_().mul_(p)
-            value.add_(k).sub_(c)
-            slope.sub_((k - c) * (k + c) / p)
-    return value, slope
-
-
 class Kernel:
-    """Base class: a kernel of the squared distance, resolved per call into a plan.
+    """Base class of the kernels: a function of the squared distance, resolved per call.
 
-    Kernels add: ``GaussianKernel(bandwidth=1.0) + InverseMultiquadraticKernel()`` is a
+    The MMD evaluates Gaussian and inverse multiquadratic components only, so kernels are
+    made by adding the ones offered here, not by subclassing. Kernels add:
+    ``GaussianKernel(bandwidth=1.0) + InverseMultiquadraticKernel()`` is a
     :class:`SumKernel` whose components share one squared-distance matrix.
     """
 
-    def plan(
+    def _plan(
         self,
         x: Tensor,
         y: Tensor | None = None,
@@ -129,6 +47,8 @@ class Kernel:
         y_weight: Tensor | None = None,
     ) -> KernelPlan:
         """Resolve the components for samples ``x`` (and ``y``), e.g. a data bandwidth.
+
+        Private to factorkit: the plan is an engine detail.
 
         Args:
             x: (N, D) first sample.
@@ -153,7 +73,7 @@ class Kernel:
             torch.Size([2, 4])
         """
         r = squared_distances(x, y)
-        return self.plan(x, y).evaluate(r)
+        return self._plan(x, y).evaluate(r)
 
     def __add__(self, other: Kernel) -> SumKernel:
         return SumKernel(self, other)
@@ -188,7 +108,12 @@ class GaussianKernel(Kernel):
             reference value. ``"median"``: ``2 sigma^2`` = median of the pairwise squared
             distances of the pooled (present) points, i.e. ``k = exp(-r / median(r))``,
             computed on at most ``median_points`` evenly strided points (exact below that)
-            so that no second pass over the full n x n matrix is needed.
+            so that no second pass over the full n x n matrix is needed. When more than
+            half of the pairs coincide the median collapses to 0 (or to below ``eps``
+            times the mean pairwise squared distance, ``eps`` that of the dtype); the
+            mean pairwise squared distance is then used instead, and when every point
+            coincides (the mean is 0 as well) the MFM value ``D^2``: the bandwidth, the
+            MMD and its gradients stay finite.
         median_points: subsample size for the median rule.
 
     Examples:
@@ -212,7 +137,7 @@ class GaussianKernel(Kernel):
         self.rule = rule
         self.median_points = median_points
 
-    def plan(
+    def _plan(
         self,
         x: Tensor,
         y: Tensor | None = None,
@@ -260,7 +185,7 @@ class InverseMultiquadraticKernel(Kernel):
         self.scales = _as_scales(scales, "scales")
         self.prior_variance = _as_scales(prior_variance, "prior_variance")[0]
 
-    def plan(
+    def _plan(
         self,
         x: Tensor,
         y: Tensor | None = None,
@@ -280,8 +205,9 @@ class SumKernel(Kernel):
 
     Examples:
         >>> k = GaussianKernel(bandwidth=1.0) + InverseMultiquadraticKernel(scales=1.0)
-        >>> k.plan(torch.zeros(3, 2)).kinds
-        ('gaussian', 'imq')
+        >>> x, y = torch.zeros(2, 3), torch.ones(1, 3)
+        >>> k(x, y).shape  # exp(-3 / 2) + C / (C + 3), C = 6
+        torch.Size([2, 1])
     """
 
     def __init__(self, *kernels: Kernel) -> None:
@@ -289,14 +215,14 @@ class SumKernel(Kernel):
             raise ValueError("SumKernel needs at least one kernel")
         self.kernels = kernels
 
-    def plan(
+    def _plan(
         self,
         x: Tensor,
         y: Tensor | None = None,
         x_weight: Tensor | None = None,
         y_weight: Tensor | None = None,
     ) -> KernelPlan:
-        plans = [k.plan(x, y, x_weight, y_weight) for k in self.kernels]
+        plans = [k._plan(x, y, x_weight, y_weight) for k in self.kernels]
         kinds = tuple(kind for p in plans for kind in p.kinds)
         return KernelPlan(kinds, torch.cat([p.params for p in plans]))
 
@@ -317,7 +243,8 @@ def median_squared_distance(
     cost is independent of the sample size and there is no host synchronisation.
 
     Returns:
-        0-dim tensor, detached, clamped away from 0.
+        0-dim tensor, detached, positive: the median, or the fallbacks of a collapsed
+        median (see :class:`GaussianKernel`).
     """
     pts = x.detach() if y is None else torch.cat([x.detach(), y.detach()])
     w = _pooled_weight(x, y, x_weight, y_weight)
@@ -328,8 +255,20 @@ def median_squared_distance(
     pair = r[i, j]
     # Pairs with an absent point become NaN, which nanmedian skips.
     pair = torch.where((w[i] > 0) & (w[j] > 0), pair, torch.full_like(pair, math.nan))
-    med = torch.nanmedian(pair)
-    return torch.nan_to_num(med, nan=1.0).clamp_min(torch.finfo(pts.dtype).tiny)
+    return _uncollapsed(torch.nanmedian(pair), torch.nanmean(pair), pts.shape[1])
+
+
+def _uncollapsed(median: Tensor, mean: Tensor, features: int) -> Tensor:
+    """The median, or the mean, or ``D^2``: the first that is a usable bandwidth.
+
+    A median of 0 (or so far below the mean that ``1 / h`` loses every distance but 0)
+    would give a kernel that is 1 on coinciding pairs and 0 elsewhere, with an infinite
+    slope; NaN (no present pair at all) takes the last fallback too. No host sync.
+    """
+    info = torch.finfo(median.dtype)
+    usable_median = median > torch.clamp_min(mean * info.eps, info.tiny)
+    fallback = torch.where(mean > info.tiny, mean, torch.full_like(mean, float(features) ** 2))
+    return torch.where(usable_median, median, fallback)
 
 
 def _pooled_weight(

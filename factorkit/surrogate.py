@@ -125,7 +125,7 @@ class _ExpertNetworks(nn.Module):
 
 
 class _PatternNetworks(nn.Module):
-    """The paper's variant: one encoder per observed subset, for its missing codes only."""
+    """One encoder per observed subset, for its missing codes only."""
 
     def __init__(
         self,
@@ -198,9 +198,13 @@ class SurrogateInference(RecordsModalities):
         one modality observed the code is its expert's proposal alone, so each expert
         can be trained to stand alone; with several, the better informed experts
         dominate each dimension. Parameters grow linearly with the number of modalities.
-        ``"per_pattern"``: the MFM paper's variant, one MLP per observed subset (2^M - 2
-        of them, M <= 4), each on the concatenated features of its subset and producing
-        only the codes its pattern misses. For faithful comparisons with the paper.
+        ``"per_pattern"``: one MLP per observed subset (2^M - 2 of them, M <= 4), each on
+        the concatenated features of its subset and producing only the codes its pattern
+        misses. None of the three is the reference code's surrogate, which builds, for
+        each single missing modality only, separate Z_y and Z_a encoders over the raw
+        observed sequences, trained jointly with the MFM with attached targets (see the
+        docs' "Fidelity to the MFM" page); training a surrogate after the MFM, frozen,
+        on detached targets, is factorkit's choice.
 
     A sample with every modality missing has nothing to infer from: ``forward`` raises
     ``ValueError``. Under ``torch.compile`` the check is skipped (it needs a host sync);

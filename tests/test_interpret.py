@@ -267,3 +267,24 @@ def test_errors_name_the_problem() -> None:
         factor_contributions(seq, [(fs, {"s": torch.ones(3)})], per_step=["s"])
     with pytest.raises(ValueError, match="each batch must be FactorizedLatents"):
         factor_contributions(dec, [torch.randn(3, 5)])
+
+
+def test_squared_contributions_of_a_linear_decoder_are_its_weight_energies() -> None:
+    """X_hat = F_y W_y + F_a W_a: the squared Jacobian norms are ||W_y||_F^2 and
+    ||W_a||_F^2 for every sample, the unsquared ones their square roots."""
+    g = torch.Generator().manual_seed(0)
+    w_y = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    w_a = torch.randn(3, 4, generator=g, dtype=torch.float64) * 0.5
+    decoders = {"a": lambda private, shared: shared @ w_y + private @ w_a}
+    factors = FactorizedLatents(
+        torch.randn(7, 6, generator=g, dtype=torch.float64),
+        {"a": torch.randn(7, 3, generator=g, dtype=torch.float64)},
+    )
+    energy_y, energy_a = float(w_y.square().sum()), float(w_a.square().sum())
+    squared = factor_contributions(decoders, [factors], squared=True)
+    assert float(squared.shared["a"]) == pytest.approx(energy_y, rel=1e-12)
+    assert float(squared.private["a"]) == pytest.approx(energy_a, rel=1e-12)
+    assert float(squared.share["a"]) == pytest.approx(energy_y / (energy_y + energy_a))
+    plain = factor_contributions(decoders, [factors])
+    assert float(plain.shared["a"]) == pytest.approx(energy_y**0.5, rel=1e-12)
+    assert float(plain.private["a"]) == pytest.approx(energy_a**0.5, rel=1e-12)

@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
+from factorkit._kernel_plan import centered_block_
 from factorkit.kernels import (
     GaussianKernel,
     InverseMultiquadraticKernel,
     SumKernel,
-    centered_block_,
     squared_distances,
 )
 
@@ -60,7 +60,7 @@ def test_sum_kernel_adds_components(xy: tuple[torch.Tensor, ...]) -> None:
     a, b = GaussianKernel(bandwidth=2.0), InverseMultiquadraticKernel(scales=1.0)
     both = a + b
     assert isinstance(both, SumKernel)
-    assert both.plan(x).kinds == ("gaussian", "imq")
+    assert both._plan(x).kinds == ("gaussian", "imq")
     torch.testing.assert_close(both(x, y), a(x, y) + b(x, y))
 
 
@@ -71,21 +71,21 @@ def test_median_rule_uses_the_median_pairwise_distance(xy: tuple[torch.Tensor, .
     i, j = torch.triu_indices(len(pool), len(pool), 1)
     pairs = sorted(r[i, j].tolist())
     lower_median = pairs[(len(pairs) - 1) // 2]
-    plan = GaussianKernel(rule="median").plan(x, y)
+    plan = GaussianKernel(rule="median")._plan(x, y)
     assert plan.params.item() == pytest.approx(lower_median, rel=1e-12)
 
 
 def test_median_rule_ignores_absent_points() -> None:
     x = torch.tensor([[0.0], [1.0], [3.0], [1e6]], dtype=torch.float64)
     present = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64)
-    plan = GaussianKernel(rule="median").plan(x, None, present)
+    plan = GaussianKernel(rule="median")._plan(x, None, present)
     # Pairs among 0, 1, 3: squared distances 1, 4, 9.
     assert plan.params.item() == 4.0
 
 
 def test_median_rule_subsamples_large_inputs() -> None:
     x = torch.randn(4000, 3, generator=torch.Generator().manual_seed(1))
-    med = GaussianKernel(rule="median", median_points=256).plan(x).params.item()
+    med = GaussianKernel(rule="median", median_points=256)._plan(x).params.item()
     # Squared distance of two N(0, I_3) points is 2 * chi2_3: median 2 * 2.366.
     assert med == pytest.approx(2 * 2.366, rel=0.1)
 
@@ -96,7 +96,7 @@ def test_median_rule_subsamples_large_inputs() -> None:
 )
 def test_centered_block_values_and_slopes(kernel: GaussianKernel) -> None:
     r = torch.linspace(0, 20, 41, dtype=torch.float64).view(1, -1)
-    plan = kernel.plan(torch.zeros(1, 3, dtype=torch.float64))
+    plan = kernel._plan(torch.zeros(1, 3, dtype=torch.float64))
     r0 = torch.tensor(2.5, dtype=torch.float64)
     k0, s0 = plan.at(r0)
     value, slope = centered_block_(r.clone(), plan, k0)
