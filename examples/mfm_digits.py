@@ -4,14 +4,18 @@
     python examples/mfm_digits.py                      # the same, as a script
     python -m examples.mfm_digits --data sklearn-digits
     python -m examples.mfm_digits --data my_views.npz --metrics-out metrics.json
+    python -m examples.mfm_digits --seeds 5            # means, stds, paired intervals
     torchrun --standalone --nproc_per_node 2 -m examples.mfm_digits --distributed
 
 Every run trains (1) the MFM, (2) a purely discriminative model with the same encoders
-(no decoders, no MMD) and (3) each single view alone with the same encoder and
-predictor; then (4) surrogate inference for missing views, evaluated against
-zero-filling, mean-imputation and discriminative models of the observed views (see
-``examples/missing.py``). It prints the tables and writes plots, the best MFM checkpoint
-and ``metrics.json`` to ``--out`` (and the metrics to ``--metrics-out`` if given).
+(no decoders, no MMD), (3) each single view alone with the same encoder and predictor,
+and (4) strong baselines on the same split (``examples/baselines.py``); then (5)
+surrogate inference for missing views, evaluated against zero-filling, mean-imputation
+and discriminative models of the observed views (``examples/missing.py``), and (6) the
+robustness curves of those methods (``examples/robustness.py``). With ``--seeds N`` it
+does all of this for N seeds and summarises them (``examples/seeds.py``). It prints the
+tables and writes plots, the best MFM checkpoint and ``metrics.json`` to ``--out`` (and
+the metrics to ``--metrics-out`` if given).
 """
 
 from __future__ import annotations
