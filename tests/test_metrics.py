@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -171,3 +173,25 @@ def test_metrics_reject_bad_inputs() -> None:
         f1(torch.tensor([0, 3]), torch.tensor([0, 1]), num_classes=3)
     with pytest.raises(ValueError, match="empty"):
         accuracy(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+
+
+LONG = (torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, 2, dtype=torch.long))
+MATRIX, VECTOR, SHORT = torch.zeros(4, 2), torch.zeros(4), torch.zeros(3)
+SHAPE_ERRORS: list[tuple[str, Callable[[], object]]] = [
+    ("per_target_mae", lambda: per_target_mae(VECTOR, VECTOR)),
+    ("per_target_corr", lambda: per_target_corr(VECTOR, VECTOR)),
+    ("accuracy_7", lambda: accuracy_7(MATRIX, MATRIX)),
+    ("accuracy_2", lambda: accuracy_2(MATRIX, MATRIX, exclude_zero=False)),
+    ("weighted_f1", lambda: weighted_f1(SHORT, VECTOR, exclude_zero=True)),
+    ("accuracy", lambda: accuracy(*LONG)),
+    ("f1", lambda: f1(*LONG)),
+    ("mae", lambda: mae(SHORT, VECTOR)),
+    ("pearson_corr", lambda: pearson_corr(SHORT, VECTOR)),
+]
+
+
+@pytest.mark.parametrize(("name", "call"), SHAPE_ERRORS, ids=[n for n, _ in SHAPE_ERRORS])
+def test_shape_errors_name_the_metric(name: str, call: Callable[[], object]) -> None:
+    """Each metric checks the rank it needs and names itself in the message."""
+    with pytest.raises(ValueError, match=rf"^{name}: "):
+        call()
