@@ -68,6 +68,14 @@ def test_to_casts_codes_but_keeps_masks_bool() -> None:
     assert all(m.dtype == torch.bool for m in z64.present.values())
     assert {k: m.tolist() for k, m in z64.present.items()} == {"a": MASK_A, "b": MASK_B}
     assert make().to(torch.float64).present is None
+    assert all(t.dtype == torch.float64 for _, t in z.to(dtype=torch.float64).items())
+
+
+def test_to_moves_codes_and_masks_to_the_device() -> None:
+    moved = make(present=True).to(device="meta")
+    assert all(t.device.type == "meta" for _, t in moved.items())
+    assert moved.present is not None
+    assert all(m.device.type == "meta" and m.dtype == torch.bool for m in moved.present.values())
 
 
 def test_map_applies_to_every_latent_by_name_and_keeps_the_mask() -> None:

@@ -184,6 +184,50 @@ def test_recombine_follows_presence_and_checks_indices() -> None:
         recombine_latents(z_none, shared_from=torch.tensor([1]), private_from=torch.tensor([0]))
 
 
+def test_recombine_without_a_mask_keeps_no_mask() -> None:
+    z = FactorizedLatents(
+        torch.arange(6.0).reshape(3, 2), {"a": torch.tensor([[7.0], [8.0], [9.0]])}
+    )
+    mixed = recombine_latents(
+        z, shared_from=torch.tensor([2, 0]), private_from=torch.tensor([1, 1])
+    )
+    assert mixed.present is None
+    assert mixed.shared.tolist() == [[4.0, 5.0], [0.0, 1.0]]
+    assert mixed.private["a"].tolist() == [[8.0], [8.0]]
+
+
+@pytest.mark.parametrize(
+    ("index", "shown"),
+    [
+        (torch.tensor([[0, 1]]), r"torch.int64 \(1, 2\)"),
+        (torch.tensor([0.0, 1.0]), r"torch.float32 \(2,\)"),
+        (torch.tensor([True, False]), r"torch.bool \(2,\)"),
+    ],
+)
+def test_row_indices_must_be_1d_integers_and_errors_name_the_argument(
+    index: Tensor, shown: str
+) -> None:
+    gens, decs, z = small_mfm()
+    ok = torch.tensor([0, 1])
+    calls = {
+        "shared_from": lambda: recombine_latents(z, shared_from=index, private_from=ok),
+        "private_from": lambda: recombine_latents(z, shared_from=ok, private_from=index),
+        "content": lambda: transfer_grid(gens, decs, z, content=index, style=ok),
+        "style": lambda: transfer_grid(gens, decs, z, content=ok, style=index),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError, match=rf"^{what} must be a 1-D integer tensor, got {shown}"):
+            call()
+
+
+def test_transfer_grid_range_errors_name_the_argument() -> None:
+    gens, decs, z = small_mfm()
+    with pytest.raises(ValueError, match=r"^content must index samples in \[0, 6\), got \[0, 6\]"):
+        transfer_grid(gens, decs, z, content=torch.tensor([0, 6]), style=torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"^style must index samples in \[0, 6\), got \[-1, -1\]"):
+        transfer_grid(gens, decs, z, content=torch.tensor([0]), style=torch.tensor([-1]))
+
+
 def gaussian_mmd(z: Tensor) -> Tensor:
     """The MFM reference MMD^2 to N(0, I): kernel exp(-||x - y||^2 / d^2), V-statistic."""
     prior = torch.randn_like(z)
