@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from factorkit import ConcatFusion, FactorizedHead, SurrogateInference
-from factorkit._validation import check_vectors, parameter_dtype
+from factorkit._validation import check_finite, check_vectors, parameter_dtype
 
 SIZES = {"audio": 3, "video": 2}
 
@@ -129,3 +129,35 @@ def test_the_head_checks_its_own_parameters_dtype_with_any_fusion() -> None:
         r"expected torch.float32 \(the dtype of FactorizedHead's parameters\)",
     ):
         head(features(torch.float64))
+
+
+def test_check_finite_counts_only_present_rows_and_names_each_offender() -> None:
+    nan, inf = float("nan"), float("inf")
+    target = {
+        "video": torch.tensor([[[nan, 1.0]], [[inf, -inf]], [[0.0, 0.0]]]),  # (3, 1, 2)
+        "audio": torch.tensor([[0.0], [nan], [1.0]]),  # (3, 1)
+    }
+    present = {
+        "audio": torch.tensor([True, False, True]),
+        "video": torch.tensor([False, True, True]),
+    }
+    # audio's NaN sits in an absent row; video's row 0 is absent, row 1 has two non-finite.
+    with pytest.raises(ValueError, match="non-finite") as info:
+        check_finite({"target": target}, present)
+    assert str(info.value) == (
+        "modality 'video': 2 non-finite values in the present rows of the target (shape (3, 1, 2))"
+    )
+    # Without a mask every row counts, and several roles and names are all listed.
+    recon = {"audio": torch.tensor([[inf], [0.0], [0.0]])}
+    with pytest.raises(ValueError, match="non-finite") as info:
+        check_finite({"target": target, "reconstruction": recon}, None, kind="latent")
+    assert str(info.value) == (
+        "latent 'audio': 1 non-finite value in the present rows of the target (shape (3, 1)); "
+        "latent 'video': 3 non-finite values in the present rows of the target (shape (3, 1, 2)); "
+        "latent 'audio': 1 non-finite value in the present rows of the reconstruction "
+        "(shape (3, 1))"
+    )
+    # Finite present rows pass, whatever the absent rows hold.
+    check_finite(
+        {"target": {"audio": target["audio"]}}, {"audio": torch.tensor([True, False, True])}
+    )
