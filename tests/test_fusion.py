@@ -74,6 +74,8 @@ def test_layer_widths_hidden_default_and_dropout() -> None:
     assert (layers[3].in_features, layers[3].out_features) == (64, 4)  # type: ignore[union-attr]
     assert layers[2].p == 0.25  # type: ignore[union-attr]
     assert ConcatFusion(SIZES, output_size=100).mlp[0].out_features == 100
+    assert ConcatFusion(SIZES, output_size=64).mlp[0].out_features == 64
+    assert ConcatFusion(SIZES, output_size=4).mlp[2].p == 0.0
     assert ConcatFusion(SIZES, output_size=4, hidden_size=7).mlp[0].out_features == 7
     assert fusion.modalities == ("audio", "text", "video")
     assert fusion.output_size == 4 and fusion.input_sizes == {"audio": 2, "text": 4, "video": 3}
@@ -106,3 +108,14 @@ def test_wrong_feature_size_names_the_modality() -> None:
     feats["text"] = torch.randn(5, 3)
     with pytest.raises(ValueError, match="text"):
         fusion(feats)
+
+
+def test_size_errors_name_the_argument() -> None:
+    with pytest.raises(ValueError, match=r"^output_size must be a positive int, got 0$"):
+        ConcatFusion(SIZES, output_size=0)
+    with pytest.raises(ValueError, match=r"^hidden_size must be a positive int, got -2$"):
+        ConcatFusion(SIZES, output_size=3, hidden_size=-2)
+    with pytest.raises(
+        ValueError, match=r"^input_sizes\['audio'\] must be a positive int, got 1.5$"
+    ):
+        ConcatFusion({**SIZES, "audio": 1.5}, output_size=3)  # type: ignore[dict-item]
