@@ -57,6 +57,29 @@ def test_r2_matches_least_squares_in_numpy() -> None:
     torch.testing.assert_close(linear_probe_r2(x, y, ridge=0.0, train=mask, reduction="none"), got)
 
 
+def test_moderate_ridge_matches_the_augmented_least_squares_problem() -> None:
+    """(1/n)||Y - b - XW||^2 + ridge ||W||^2 is least squares on [X; sqrt(n ridge) I]."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(60, 3, generator=gen) * torch.tensor([1.0, 5.0, 0.2]) + 3.0
+    y = x @ torch.tensor([[1.0, 0.0], [0.3, -1.0], [2.0, 4.0]]) + 7.0
+    y = y + 0.5 * torch.randn(60, 2, generator=gen)
+    mask = torch.arange(60) % 4 != 0
+    ridge = 0.3
+    xn, yn, m = x.double().numpy(), y.double().numpy(), mask.numpy()
+    mean, std = xn[m].mean(0), xn[m].std(0, ddof=1)
+    xs_train, xs_test = (xn[m] - mean) / std, (xn[~m] - mean) / std
+    n = int(m.sum())
+    design = np.r_[xs_train, np.sqrt(n * ridge) * np.eye(3)]
+    centred = np.r_[yn[m] - yn[m].mean(0), np.zeros((3, 2))]
+    w, *_ = np.linalg.lstsq(design, centred, rcond=None)
+    pred = xs_test @ w + yn[m].mean(0)
+    yt = yn[~m]
+    expected = 1 - ((yt - pred) ** 2).sum(0) / ((yt - yt.mean(0)) ** 2).sum(0)
+    assert expected.min() < 0.95  # the penalty matters at this ridge
+    got = linear_probe_r2(x, y, ridge=ridge, train=mask, reduction="none")
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
+
+
 def test_huge_ridge_predicts_the_training_mean() -> None:
     x = torch.randn(200, 3)
     y = x @ torch.tensor([1.0, -2.0, 0.5]) + 1.0
