@@ -161,3 +161,29 @@ def test_check_finite_counts_only_present_rows_and_names_each_offender() -> None
     check_finite(
         {"target": {"audio": target["audio"]}}, {"audio": torch.tensor([True, False, True])}
     )
+
+
+def test_check_vectors_messages_name_the_modality_and_shapes() -> None:
+    ok = features()
+    with pytest.raises(
+        ValueError, match=r"^modality 'audio': expected features of shape \(B, 3\), got \(4,\)$"
+    ):
+        check_vectors({**ok, "audio": torch.zeros(4)}, SIZES)
+    with pytest.raises(
+        ValueError, match=r"^modality 'video': expected features of shape \(B, 2\), got \(4, 5\)$"
+    ):
+        check_vectors({**ok, "video": torch.zeros(4, 5)}, SIZES)
+    with pytest.raises(
+        ValueError,
+        match=r"^modality 'video': batch size 5 differs from modality 'audio' \(batch size 4\)$",
+    ):
+        check_vectors({**ok, "video": torch.zeros(5, 2)}, SIZES)
+    with pytest.raises(
+        ValueError,
+        match=r"^modality 'audio': features must be floating point, got torch.int64 of shape "
+        r"\(4, 3\)$",
+    ):
+        check_vectors({**ok, "audio": torch.zeros(4, 3, dtype=torch.long)}, SIZES)
+    with pytest.raises(ValueError, match="features modalities"):
+        check_vectors({"audio": ok["audio"]}, SIZES)
+    assert check_vectors(ok, SIZES) == 4
