@@ -32,6 +32,7 @@ from factorkit.metrics import (
     per_target_mae,
     weighted_f1,
 )
+from factorkit.mfn import MemoryFusionEncoder
 from factorkit.mmd_loss import MMDPriorLoss, PriorSampler, gaussian_prior_mmd, mmd
 from factorkit.models import MFM, MFMLoss, MFMOutput, mfm_loss
 from factorkit.predictor import Predictor
@@ -45,13 +46,10 @@ from factorkit.probes import (
 )
 from factorkit.reconstruction import ReconstructionLoss, reconstruction_loss
 from factorkit.sequence import (
-    MemoryFusionEncoder,
     SequenceDecoder,
     SequenceEncoder,
-    SequenceMSELoss,
     infer_padding_mask,
     lengths_to_mask,
-    sequence_mse,
 )
 from factorkit.surrogate import SurrogateInference, SurrogateLoss, complete_latents, surrogate_loss
 
@@ -80,7 +78,6 @@ __all__ = [
     "ReconstructionLoss",
     "SequenceDecoder",
     "SequenceEncoder",
-    "SequenceMSELoss",
     "SumKernel",
     "SurrogateInference",
     "SurrogateLoss",
@@ -112,7 +109,6 @@ __all__ = [
     "random_presence",
     "recombine_latents",
     "reconstruction_loss",
-    "sequence_mse",
     "style_transfer",
     "surrogate_loss",
     "transfer_grid",

@@ -155,6 +155,14 @@ def check_vectors(
     return batch
 
 
+def _non_finite(x: Tensor, keep: Tensor | None) -> Tensor:
+    """Where ``x`` is NaN or inf, within the kept leading entries (all with ``None``)."""
+    bad = ~x.isfinite()
+    if keep is not None:
+        bad = bad & keep.reshape(keep.shape + (1,) * (bad.dim() - keep.dim()))
+    return bad
+
+
 def check_finite(
     groups: Mapping[str, Mapping[str, Tensor]],
     present: Mapping[str, Tensor] | None,
@@ -169,7 +177,8 @@ def check_finite(
 
     Args:
         groups: a label naming the role (e.g. ``"target"``) -> modality name -> tensor.
-        present: modality name -> which rows to inspect, or ``None`` for all.
+        present: modality name -> which rows (or leading entries, e.g. valid steps) to
+            inspect, or ``None`` for all; a modality it does not name is inspected whole.
         kind: what the names are, for the message (``"modality"`` or ``"latent"``).
         name_rows: also list the first rows holding non-finite values.
 
@@ -179,16 +188,14 @@ def check_finite(
             rows holding them).
 
     Shapes:
-        groups[label][m]: (B, ...). present[m]: (B,) bool.
+        groups[label][m]: (B, ...). present[m]: (B,) or a longer prefix of the shape, bool.
     """
     if torch.compiler.is_compiling():
         return
     where, counts = [], []
     for label, tensors in groups.items():
         for name in sorted(tensors):
-            bad = ~tensors[name].isfinite()
-            if present is not None:
-                bad = bad & present[name].reshape(present[name].shape + (1,) * (bad.dim() - 1))
+            bad = _non_finite(tensors[name], None if present is None else present.get(name))
             where.append((name, label, tuple(bad.shape)))
             counts.append(bad.sum())
     found = torch.stack(counts).tolist()
@@ -203,9 +210,7 @@ def check_finite(
             f"the present rows of the {label} (shape {shape})"
         )
         if name_rows:
-            bad = ~groups[label][name].isfinite()
-            if present is not None:
-                bad = bad & present[name].reshape(present[name].shape + (1,) * (bad.dim() - 1))
+            bad = _non_finite(groups[label][name], None if present is None else present.get(name))
             rows = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
             error += f", rows {rows[:10]}{'...' if len(rows) > 10 else ''}"
         errors.append(error)
@@ -256,3 +261,54 @@ class RecordsModalities(nn.Module):
                 f"this block has {ours}; build the block with the checkpoint's modality "
                 f"names and sizes"
             )
+
+
+def check_choice(value: str, choices: Collection[str], what: str) -> str:
+    """Check that a string option is one of the allowed values."""
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_dropout(value: float, what: str = "dropout") -> float:
+    """Check a dropout probability: a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_sequence(x: Tensor, features: int, where: str, module: nn.Module) -> None:
+    """Check one padded sequence: shape (B, T, D) with T >= 1, the module's dtype and device.
+
+    Shapes:
+        x: (B, T, features).
+    """
+    if x.dim() != 3 or x.shape[2] != features:
+        raise ValueError(
+            f"{where}: expected a sequence of shape (B, T, {features}), got {tuple(x.shape)}"
+        )
+    if x.shape[1] < 1:
+        raise ValueError(f"{where}: the sequence has no steps (T = 0), shape {tuple(x.shape)}")
+    check_tensor(x, module, f"{where}: sequence")
+
+
+def check_sequences(
+    tensors: Mapping[str, Tensor], sizes: Mapping[str, int], module: nn.Module
+) -> tuple[int, int]:
+    """Check aligned sequences by modality (one B and one T for all); return (B, T).
+
+    Shapes:
+        tensors[m]: (B, T, sizes[m]).
+    """
+    check_names(tensors.keys(), sizes.keys(), f"{type(module).__name__}: input modalities")
+    names = sorted(sizes)
+    first = tensors[names[0]]
+    for name in names:
+        x = tensors[name]
+        check_sequence(x, sizes[name], f"modality {name!r}", module)
+        if x.shape[:2] != first.shape[:2]:
+            raise ValueError(
+                f"modality {name!r}: (B, T) = {tuple(x.shape[:2])} differs from modality "
+                f"{names[0]!r}'s {tuple(first.shape[:2])}; aligned modalities share B and T"
+            )
+    return first.shape[0], first.shape[1]

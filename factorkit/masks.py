@@ -69,7 +69,8 @@ def any_present(present: Mapping[str, Tensor]) -> Tensor:
     if not present:
         raise ValueError("any_present: the presence mask names no modality")
     shapes = {name: tuple(present[name].shape) for name in sorted(present)}
-    if len(set(shapes.values())) > 1:
+    first = next(iter(shapes.values()))
+    if any(shape != first for shape in shapes.values()):  # no set: sizes may be symbolic
         raise ValueError(f"any_present: presence masks differ in shape: {shapes}")
     return torch.stack([present[name] for name in sorted(present)]).any(dim=0)
 

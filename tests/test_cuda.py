@@ -243,13 +243,13 @@ BLOCKS: dict[str, Case] = {
         {},
     ),
     "sequence_decoder": lambda: (
-        SequenceDecoder(6, 8, 5),
-        (torch.randn(BATCH, 6),),
+        SequenceDecoder(2, 4, 5, hidden_size=8),
+        (torch.randn(BATCH, 2), torch.randn(BATCH, 4)),
         {"mask": _step_mask()},
     ),
     "sequence_decoder_hidden": lambda: (
-        SequenceDecoder(8, 8, 5, feed="hidden"),
-        (torch.randn(BATCH, 8),),
+        SequenceDecoder(3, 5, 5, feed="hidden"),
+        (torch.randn(BATCH, 3), torch.randn(BATCH, 5)),
         {"mask": _step_mask(front=False)},
     ),
     "mfn": lambda: (
@@ -409,10 +409,12 @@ def _loss_cases() -> dict[str, tuple[tuple[int, int, int], Callable[[Tensor, Ten
                 {"a": _mask(40).to(x.device), "b": ~_mask(40).to(x.device)},
             ),
         ),
-        "sequence_mse": (
+        "reconstruction_steps": (
             (40, 40, 8),
-            lambda x, y: factorkit.sequence_mse(
-                x.reshape(8, 5, 8), y.reshape(8, 5, 8), _step_mask(5).to(x.device)
+            lambda x, y: factorkit.reconstruction_loss(
+                {"a": x.reshape(8, 5, 8)},
+                {"a": y.reshape(8, 5, 8)},
+                mask=_step_mask(5).to(x.device),
             ),
         ),
         "surrogate_loss": (
@@ -432,7 +434,7 @@ LOSSES = _loss_cases()
 # through the analytic estimators it silently drops the kernel-matrix part (only the
 # closed-form prior terms are differentiated twice; the finite-difference reference below
 # catches that). Move a name here when its path becomes twice differentiable.
-TWICE_DIFFERENTIABLE = {"rff", "reconstruction", "sequence_mse", "surrogate_loss"}
+TWICE_DIFFERENTIABLE = {"rff", "reconstruction", "reconstruction_steps", "surrogate_loss"}
 
 # The RFF frequencies are drawn in the input dtype, so a float64 run draws other ones:
 # rff is compared with the same computation in float32 on the CPU.
@@ -457,7 +459,7 @@ def test_loss_matches_float64_cpu(device: torch.device, name: str, prec: str) ->
         value = fn(x, y)
     (grad,) = torch.autograd.grad(value, x)
     # The MMD runs in float32 under autocast: the float32 tolerance holds for both.
-    mmd_like = name not in ("reconstruction", "sequence_mse", "surrogate_loss")
+    mmd_like = name not in ("reconstruction", "reconstruction_steps", "surrogate_loss")
     tol = FP32_RTOL if (prec == "float32" or mmd_like) else BF16_RTOL
     assert value.dtype == torch.float32 or not mmd_like
     assert value.device.type == device.type
@@ -541,7 +543,8 @@ def digits_step(device: torch.device, dtype: torch.dtype, *, check_finite: bool 
 def sentiment_step(device: torch.device, dtype: torch.dtype, *, check_finite: bool = True) -> Step:
     """The sentiment example's ``SentimentMFM`` on a synthetic padded batch (2 modalities,
     front padding, one modality absent for some samples), regression labels."""
-    from examples import mfm_sentiment as sentiment
+    from examples.mfm_sentiment.data import Batch
+    from examples.mfm_sentiment.model import build_mfm
 
     g = torch.Generator().manual_seed(4)
     batch, steps, sizes = 16, 9, {"audio": 6, "video": 5}
@@ -555,17 +558,25 @@ def sentiment_step(device: torch.device, dtype: torch.dtype, *, check_finite: bo
         m: torch.randn(batch, steps, d, generator=g) * (mask & present[m][:, None])[..., None]
         for m, d in sizes.items()
     }
-    data = sentiment.Batch(
+    data = Batch(
         cast(x, device, dtype), mask.to(device), cast(present, device, dtype),
         torch.randn(batch, 2, generator=g).to(device, dtype),
     )  # fmt: skip
     torch.manual_seed(0)
-    model = sentiment.SentimentMFM(sizes, 2, hidden_size=16, dropout=0.0).to(device, dtype)
+    model = build_mfm(sizes, 2, hidden_size=16, dropout=0.0).to(device, dtype)
     prior = MMDPriorLoss(prior=FixedPrior(batch, 32), check_finite=check_finite)
 
     def terms(net: nn.Module) -> dict[str, Tensor]:
-        out = net(data.x, data.mask, data.present)
-        return sentiment.mfm_objective(out, data, lambda_x=1.0, lambda_mmd=10.0, prior=prior)
+        out = net(data.x, data.present, mask=data.mask)
+        return mfm_loss(
+            out,
+            data.x,
+            data.labels,
+            mask=data.mask,
+            label_loss="l1",
+            prior=prior,
+            check_finite=check_finite,
+        )
 
     return Step(model, terms)
 
@@ -632,7 +643,7 @@ def sync_sites(device: torch.device) -> Iterator[list[str]]:
         frames = [f for f in traceback.extract_stack() if f.filename.startswith(ours)]
         if frames:
             filename, lineno = frames[-1].filename, frames[-1].lineno or 0
-        sites.append(f"{Path(filename).name}:{lineno}")
+        sites.append(f"{Path(filename).parent.name}/{Path(filename).name}:{lineno}")
 
     torch.cuda.synchronize()
     with warnings.catch_warnings():
@@ -655,7 +666,8 @@ _FINITE_CHECKS = {
 }
 DOCUMENTED_SYNCS = {
     "digits": _FINITE_CHECKS,
-    "sentiment": _FINITE_CHECKS | {"factorkit/sequence.py", "utils/rnn.py"},
+    "sentiment": _FINITE_CHECKS
+    | {"factorkit/sequence.py", "factorkit/_padding.py", "factorkit/mfn.py", "utils/rnn.py"},
 }
 SYNC_FREE = {"digits"}
 """Examples whose step makes no host sync with ``check_finite=False``."""
@@ -729,10 +741,26 @@ def test_fit_syncs_once_per_epoch_not_per_step(device: torch.device) -> None:
     for rows in (64, 256):  # 2 and 8 steps of 32 samples
         torch.manual_seed(0)
         model = digits.digits_mfm(data.view_shapes, data.num_classes).to(device)
-        fit(model, loss, split(rows), validation, epochs=1, batch_size=32, lr_patience=None)
+        fit(
+            model,
+            loss,
+            split(rows),
+            validation,
+            epochs=1,
+            batch_size=32,
+            lr_patience=None,
+            predict=digits.logits_of(model),
+        )
         with sync_sites(device) as sites:  # the second fit: everything initialised
             result = fit(
-                model, loss, split(rows), validation, epochs=1, batch_size=32, lr_patience=None
+                model,
+                loss,
+                split(rows),
+                validation,
+                epochs=1,
+                batch_size=32,
+                lr_patience=None,
+                predict=digits.logits_of(model),
             )
         counts.append(len(sites))
         assert len(result.history) == 1 and math.isfinite(result.history[0]["total"])

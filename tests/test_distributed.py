@@ -507,7 +507,9 @@ def _digits_example(rank: int, port: int, out: Path) -> dict[str, Any]:
             return loss_fn(net, *batch)
 
         result = fit(model, loss, *args, **kwargs)
-        weights = torch.cat([value.flatten() for value in model.state_dict().values()])
+        weights = torch.cat(
+            [v.flatten() for v in model.state_dict().values() if isinstance(v, torch.Tensor)]
+        )
         calls.append({"name": kwargs.get("description"), "wrapped": wrapped, "weights": weights})
         return result
 

@@ -1,9 +1,12 @@
-"""The sequence MFM sentiment example (examples/mfm_sentiment.py)."""
+"""The sequence MFM sentiment example (the package examples/mfm_sentiment)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,21 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from examples.mfm_sentiment import (
-    Batch,
-    SentimentMFM,
-    contributions_over_time,
-    keep_at_random,
-    main,
-    mfm_objective,
-    pooled_share,
-    prepare,
-    sentiment_metrics,
-    simulate_missing,
-    without,
-)
+from examples.mfm_sentiment.data import Batch, prepare, simulate_missing, without
+from examples.mfm_sentiment.metrics import contributions_over_time, pooled_share, sentiment_metrics
+from examples.mfm_sentiment.model import build_mfm
+from examples.mfm_sentiment.run import main
 from examples.sentiment_data import load_mfn_h5
-from factorkit import MMDPriorLoss, lengths_to_mask
+from factorkit import MMDPriorLoss, ModalityDecoders, lengths_to_mask, mfm_loss, random_presence
 
 T = 6
 SIZES = {"audio": 5, "video": 4}
@@ -72,7 +66,8 @@ def _mfn_folder(tmp_path: Path, dataset: str, sizes: dict[str, int]) -> Path:
 
 def test_prepare_standardises_on_valid_present_steps_and_drops_empty(tmp_path: Path) -> None:
     data = load_mfn_h5(_mfn_folder(tmp_path, "mmmo", SIZES), "mmmo")
-    batches, offset = prepare(data, torch.device("cpu"))
+    prepared = prepare(data, torch.device("cpu"))
+    batches, offset = prepared.batches, prepared.offset
     train = data.train.select(data.train.lengths > 0)
     assert len(batches["train"]) == len(train) == 47
     assert offset is not None
@@ -94,7 +89,7 @@ def test_simulate_missing_keeps_one_observed_and_never_revives_absent() -> None:
         "audio": torch.tensor([True, True, False, True] * 50),
         "video": torch.tensor([True, False, True, True] * 50),
     }
-    keep = keep_at_random(present, 200, torch.Generator().manual_seed(0))
+    keep = random_presence(present, 200, 0.5, generator=torch.Generator().manual_seed(0))
     assert sorted(keep) == ["audio", "video"] and keep["audio"].shape == (200,)
     observed = simulate_missing(present, keep)
     both = torch.stack(list(observed.values()))
@@ -145,11 +140,17 @@ def _check_summary(summary: dict, dataset: str, names: tuple[str, ...]) -> None:
     assert set(summary["mfm"][share]) == set(summary["std"]["mfm"][share]) == set(SIZES)
     for value in summary["mfm"][share].values():
         assert 0 <= value <= 1
-    for key in ("missing", "missing_zero_fill"):
+    for key in ("missing", "missing_zero_fill", "missing_mean_imputation"):
         assert set(summary[key]) == {"without_audio", "without_video"}
         for part in summary[key].values():
             assert set(part) == {*names, "n"}
-    for model in ("mfm", "discriminative", "missing", "missing_zero_fill"):
+    for model in (
+        "mfm",
+        "discriminative",
+        "missing",
+        "missing_zero_fill",
+        "missing_mean_imputation",
+    ):
         scores = summary[model]
         if "missing" in model:
             flat = [v for p in scores.values() for v in p.values()]
@@ -232,16 +233,14 @@ def _structured_batch(batch_size: int = 32, lengths: torch.Tensor | None = None)
 
 def test_every_mfm_term_decreases() -> None:
     batch = _structured_batch()
-    model = SentimentMFM(
-        SIZES, 1, label_offset=batch.labels.mean().reshape(1), hidden_size=16, dropout=0.0
-    )
+    model = build_mfm(SIZES, 1, offset=batch.labels.mean().reshape(1), hidden_size=16, dropout=0.0)
     # Exact prior terms: no sampling noise and no finite-sample floor in the MMD terms.
     prior = MMDPriorLoss(estimator="analytic")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     history = []
     for _ in range(40):
-        out = model(batch.x, batch.mask, batch.present)
-        terms = mfm_objective(out, batch, lambda_x=1.0, lambda_mmd=10.0, prior=prior)
+        out = model(batch.x, batch.present, mask=batch.mask)
+        terms = mfm_loss(out, batch.x, batch.labels, mask=batch.mask, label_loss="l1", prior=prior)
         optimizer.zero_grad()
         terms["total"].backward()
         optimizer.step()
@@ -249,8 +248,8 @@ def test_every_mfm_term_decreases() -> None:
     assert set(history[0]) == {
         "total",
         "label",
-        "recon/audio",
-        "recon/video",
+        "reconstruction/audio",
+        "reconstruction/video",
         "mmd/shared",
         "mmd/audio",
         "mmd/video",
@@ -285,14 +284,16 @@ def test_contributions_over_time_match_per_sample_jacobians() -> None:
     lengths = torch.tensor([1, 4, 2, 5, 3, 5, 1, 2])
     batch = _structured_batch(8, lengths)
     batch.x = {m: x.double() for m, x in batch.x.items()}
-    model = SentimentMFM(
+    model = build_mfm(
         SIZES, 1, hidden_size=6, shared_size=3, private_size=2, factor_size=4, dropout=0.0
     )
     model = model.double().eval()
     # Batches of 3 rows: the sums must carry over between passes.
     result = contributions_over_time(model, batch, batch_size=3)
     with torch.no_grad():
-        factors = model.generators(model.encode(batch.x, batch.mask, batch.present))
+        factors = model.generators(model.encode(batch.x, batch.present, mask=batch.mask))
+    decoders = model.decoders
+    assert isinstance(decoders, ModalityDecoders)
     for m in SIZES:
         shared = torch.zeros(T, dtype=torch.float64)
         private = torch.zeros(T, dtype=torch.float64)
@@ -302,7 +303,7 @@ def test_contributions_over_time_match_per_sample_jacobians() -> None:
                 continue
 
             def decode(fa: torch.Tensor, fy: torch.Tensor, b: int = b, m: str = m) -> torch.Tensor:
-                return model.reconstruct(m, fa, fy, batch.mask[b : b + 1])[0]
+                return decoders.decode(m, fa, fy, mask=batch.mask[b : b + 1])[0]
 
             j_a, j_y = torch.autograd.functional.jacobian(
                 decode, (factors.private[m][b : b + 1], factors.shared[b : b + 1])
@@ -321,3 +322,79 @@ def test_contributions_over_time_match_per_sample_jacobians() -> None:
         torch.testing.assert_close(result.private[m][reached], private[reached] / n[reached])
         expected = shared.sum() / (shared.sum() + private.sum())
         assert pooled_share(result)[m] == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_the_baseline_is_the_mfm_without_decoders() -> None:
+    batch = _structured_batch(8)
+    mfm = build_mfm(SIZES, 1, hidden_size=6, dropout=0.0).eval()
+    baseline = build_mfm(SIZES, 1, hidden_size=6, dropout=0.0, generative=False).eval()
+    assert baseline.decoders is None
+    out = baseline(batch.x, batch.present, mask=batch.mask)
+    assert out.reconstructions is None
+    terms = mfm_loss(out, batch.x, batch.labels, mask=batch.mask, label_loss="l1")
+    assert set(terms) == {"total", "label"}
+    # The same encoders, generators and predictor: with the MFM's weights, its prediction.
+    weights = {k: v for k, v in mfm.state_dict().items() if not k.startswith("decoders.")}
+    baseline.load_state_dict(weights)
+    torch.testing.assert_close(
+        baseline(batch.x, batch.present, mask=batch.mask).prediction,
+        mfm(batch.x, batch.present, mask=batch.mask).prediction,
+    )
+
+
+def test_decoder_feed_hidden_builds_the_reference_decoder() -> None:
+    model = build_mfm(SIZES, 1, factor_size=4, decoder_feed="hidden")
+    assert isinstance(model.decoders, ModalityDecoders)
+    for m in SIZES:
+        decoder = model.decoders.decoders[m]
+        assert decoder.feed == "hidden"
+        assert decoder.rnn.hidden_size == decoder.rnn.input_size == 8  # [F_a_m, F_y]
+
+
+def test_zero_fill_feeds_raw_zeros_and_mean_imputation_the_training_mean(
+    tmp_path: Path,
+) -> None:
+    data = load_mfn_h5(_mfn_folder(tmp_path, "mmmo", SIZES), "mmmo")
+    prepared = prepare(data, torch.device("cpu"))
+    train = data.train.select(data.train.lengths > 0)
+    steps = train.step_mask()
+    part = without(prepared.batches["test"], "video")
+    for m in SIZES:
+        raw = train.modalities[m][steps & train.present[m][:, None]].double()
+        expected = (-raw.mean(0) / raw.std(0)).float()
+        torch.testing.assert_close(prepared.raw_zero[m], expected)
+    zeros = part.filled("video", prepared.raw_zero["video"])
+    assert bool(zeros.present["video"].all())
+    valid = zeros.mask[:, :, None].expand_as(zeros.x["video"])
+    torch.testing.assert_close(
+        zeros.x["video"], torch.where(valid, prepared.raw_zero["video"], 0.0)
+    )
+    assert torch.equal(zeros.x["audio"], part.x["audio"])
+    # Mean imputation: the removed modality is absent, i.e. zero in standardised units.
+    assert not bool(part.present["video"].any())
+
+
+def test_lambda_x_per_modality_on_the_command_line() -> None:
+    from examples.mfm_sentiment.run import _parser, parse_lambda_x
+
+    base = ["--data", "d", "--dataset", "mmmo"]
+    assert _parser().parse_args(base).lambda_x == 1.0
+    args = _parser().parse_args([*base, "--lambda-x", "audio=0.01,video=0.5"])
+    assert args.lambda_x == {"audio": 0.01, "video": 0.5}
+    assert parse_lambda_x("0.25") == 0.25
+    with pytest.raises(argparse.ArgumentTypeError, match="expected name=value"):
+        parse_lambda_x("audio=1,0.5")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["-m", "examples.mfm_sentiment"], ["examples/mfm_sentiment"]],
+    ids=["module", "path"],
+)
+def test_runs_as_a_module_and_as_a_path(command: list[str]) -> None:
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, *command, "--help"], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--lambda-x" in done.stdout and "--decoder-feed" in done.stdout

@@ -159,3 +159,129 @@ def test_check_finite_false_lets_nan_through_as_before() -> None:
         reconstruction_loss(x_hat, x, PRESENT, check_finite=False),
         reconstruction_loss(x_hat, x, PRESENT),
     )
+
+
+# ------------------------------------------------------------------- step masks (B, T)
+
+SEQ_LENGTHS = torch.tensor([7, 3, 1, 5, 4, 2])
+
+
+def steps_mask(lengths: torch.Tensor, steps: int = 7, front: bool = False) -> torch.Tensor:
+    t = torch.arange(steps)
+    return t >= steps - lengths[:, None] if front else t < lengths[:, None]
+
+
+def sequences(seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {"seq": (7, 3), "vec": (4,)}
+    x_hat = {m: torch.randn(6, *s, generator=gen) for m, s in shapes.items()}
+    x = {m: torch.randn(6, *s, generator=gen) for m, s in shapes.items()}
+    return x_hat, x
+
+
+def naive_steps(x_hat: torch.Tensor, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean over the kept (sample, step) pairs of the mean squared error over features."""
+    pairs = [
+        ((x_hat[b, t].double() - x[b, t].double()) ** 2).mean()
+        for b in range(x.shape[0])
+        for t in range(x.shape[1])
+        if keep[b, t]
+    ]
+    return torch.stack(pairs).mean() if pairs else torch.zeros((), dtype=torch.float64)
+
+
+def test_step_masks_match_a_naive_float64_reference_with_presence_and_weights() -> None:
+    x_hat, x = sequences()
+    mask = steps_mask(SEQ_LENGTHS, front=True)
+    present = {"seq": torch.tensor([True, True, False, True, False, True]), "vec": PRESENT["fou"]}
+    loss, terms = reconstruction_loss(
+        x_hat, x, present, mask={"seq": mask}, weights={"seq": 0.5}, per_modality=True
+    )
+    seq = naive_steps(x_hat["seq"], x["seq"], mask & present["seq"][:, None])
+    vec = naive({"vec": x_hat["vec"]}, {"vec": x["vec"]}, {"vec": present["vec"]}, {})
+    torch.testing.assert_close(terms["seq"], seq.float())
+    torch.testing.assert_close(terms["vec"], vec.float())
+    torch.testing.assert_close(loss, (0.5 * seq + vec).float())
+    # A step mask alone: the valid steps of every sample; the module form agrees.
+    alone = reconstruction_loss({"seq": x_hat["seq"]}, {"seq": x["seq"]}, mask=mask)
+    torch.testing.assert_close(alone, naive_steps(x_hat["seq"], x["seq"], mask).float())
+    module = ReconstructionLoss()({"seq": x_hat["seq"]}, {"seq": x["seq"]}, mask=mask)
+    assert torch.equal(module, alone)
+    # All steps valid: the plain MSE.
+    every = torch.ones(6, 7, dtype=torch.bool)
+    torch.testing.assert_close(
+        reconstruction_loss({"seq": x_hat["seq"]}, {"seq": x["seq"]}, mask=every),
+        F.mse_loss(x_hat["seq"], x["seq"]),
+    )
+
+
+def test_one_step_mask_tensor_applies_to_every_sequence_modality() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x_hat = {m: torch.randn(6, 7, d, generator=gen) for m, d in (("a", 2), ("b", 5))}
+    x = {m: torch.randn_like(t) for m, t in x_hat.items()}
+    mask = steps_mask(SEQ_LENGTHS)
+    assert torch.equal(
+        reconstruction_loss(x_hat, x, mask=mask),
+        reconstruction_loss(x_hat, x, mask={"a": mask, "b": mask}),
+    )
+    torch.testing.assert_close(
+        reconstruction_loss(x_hat, x, mask=mask),
+        sum(naive_steps(x_hat[m], x[m], mask) for m in x).float(),
+    )
+
+
+def test_padded_steps_reach_neither_value_nor_gradient() -> None:
+    x_hat, x = sequences(1)
+    x_hat, x = {"seq": x_hat["seq"]}, {"seq": x["seq"]}
+    mask = steps_mask(SEQ_LENGTHS)
+    present = {"seq": torch.tensor([True, True, True, False, True, True])}
+    leaf = x_hat["seq"].clone().requires_grad_()
+    clean = reconstruction_loss({"seq": leaf}, x, present, mask=mask)
+    (grad,) = torch.autograd.grad(clean, leaf)
+    assert (grad[~mask] == 0).all() and (grad[3] == 0).all()
+    poisoned_x = x["seq"].masked_fill(~mask[:, :, None], float("nan"))
+    poisoned_x[3] = float("nan")  # an absent sample
+    poisoned_hat = leaf.detach().masked_fill(~mask[:, :, None], float("inf")).requires_grad_()
+    loss = reconstruction_loss({"seq": poisoned_hat}, {"seq": poisoned_x}, present, mask=mask)
+    (poisoned_grad,) = torch.autograd.grad(loss, poisoned_hat)
+    assert torch.equal(loss, clean.detach())
+    assert torch.equal(poisoned_grad, grad)
+
+
+def test_non_finite_valid_step_raises_naming_the_modality() -> None:
+    # The removed sequence_mse returned NaN here; the one loss raises, as for rows.
+    x_hat, x = sequences(2)
+    mask = steps_mask(SEQ_LENGTHS)
+    x["seq"][1, 2, 0] = float("nan")  # step 2 of sample 1 is valid (length 3)
+    with pytest.raises(
+        ValueError,
+        match=r"^modality 'seq': 1 non-finite value in the present rows of the target "
+        r"\(shape \(6, 7, 3\)\)$",
+    ):
+        reconstruction_loss(x_hat, x, mask={"seq": mask})
+    x["seq"][1, 2, 0] = 0.0
+    x["seq"][1, 3, 0] = float("nan")  # step 3 of sample 1 is padding: ignored
+    assert reconstruction_loss(x_hat, x, mask={"seq": mask}).isfinite()
+
+
+def test_bad_step_masks_name_the_modality_and_shapes() -> None:
+    x_hat, x = sequences()
+    mask = steps_mask(SEQ_LENGTHS)
+    with pytest.raises(
+        ValueError, match=r"modality 'seq': step mask must be bool, got torch.int64"
+    ):
+        reconstruction_loss(x_hat, x, mask={"seq": mask.long()})
+    with pytest.raises(
+        ValueError,
+        match=r"modality 'seq': a step mask \(B, T\) needs .* got a mask of shape \(6, 6\) for a "
+        r"target of shape \(6, 7, 3\) \(expected mask shape: \(6, 7\)\)",
+    ):
+        reconstruction_loss(x_hat, x, mask={"seq": mask[:, :6]})
+    with pytest.raises(
+        ValueError,
+        match=r"modality 'vec': a step mask \(B, T\) needs a target of shape \(B, T, \.\.\.\); "
+        r"got a mask of shape \(6, 7\) for a target of shape \(6, 4\)",
+    ):
+        reconstruction_loss(x_hat, x, mask=mask)
+    with pytest.raises(ValueError, match=r"mask: unknown \['sqe'\]; modalities are"):
+        reconstruction_loss(x_hat, x, mask={"sqe": mask})

@@ -11,14 +11,13 @@ import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
 
+from factorkit import reconstruction_loss
+from factorkit.mfn import MemoryFusionEncoder
 from factorkit.sequence import (
-    MemoryFusionEncoder,
     SequenceDecoder,
     SequenceEncoder,
-    SequenceMSELoss,
     infer_padding_mask,
     lengths_to_mask,
-    sequence_mse,
 )
 
 B, T = 5, 7
@@ -66,6 +65,33 @@ def test_lengths_to_mask_both_layouts() -> None:
     assert lengths_to_mask(lengths, 4, layout="front").tolist() == [
         [False, True, True, True],
         [False, False, False, True],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lengths", "steps", "match"),
+    [
+        (
+            torch.tensor([3, 5]),
+            4,
+            r"lengths must lie in \[0, T\] = \[0, 4\]; rows 1 have lengths \[5\]",
+        ),
+        (torch.tensor([-1, 2]), 4, r"lengths must lie in \[0, T\] = \[0, 4\]; rows 0 .* \[-1\]"),
+        (torch.tensor([2.5, 1.0]), 4, "lengths must be an integer tensor, got torch.float32"),
+        (torch.tensor([True, False]), 4, "lengths must be an integer tensor, got torch.bool"),
+        (torch.tensor([[1, 2]]), 4, r"lengths must have shape \(B,\), got \(1, 2\)"),
+        (torch.tensor([1, 2]), 0, "steps must be a positive int, got 0"),
+    ],
+)
+def test_lengths_to_mask_rejects_bad_lengths(lengths: Tensor, steps: int, match: str) -> None:
+    with pytest.raises(ValueError, match=f"^lengths_to_mask: {match}"):
+        lengths_to_mask(lengths, steps)
+
+
+def test_lengths_to_mask_of_zero_length_is_an_empty_row() -> None:
+    assert lengths_to_mask(torch.tensor([0, 2]), 2, layout="front").tolist() == [
+        [False, False],
+        [True, True],
     ]
 
 
@@ -139,6 +165,33 @@ def test_encoder_gradients_reach_every_parameter(x: Tensor) -> None:
     for name, p in enc.named_parameters():
         assert p.grad is not None, name
         assert p.grad.abs().sum() > 0, name
+
+
+def test_encoder_of_an_empty_batch_is_an_empty_code(x: Tensor) -> None:
+    enc = SequenceEncoder(6, 8, 3)
+    empty = torch.zeros(0, dtype=torch.long)
+    for code in (enc(x[:0], empty), enc(x[:0], empty, layout="front"), enc(x[:0])):
+        assert code.shape == (0, 3)
+    code = enc(x[:0], mask=torch.zeros(0, T, dtype=torch.bool))
+    assert code.shape == (0, 3)
+
+
+def test_encoder_dtype_and_device_errors(x: Tensor) -> None:
+    enc = SequenceEncoder(6, 8, 3)
+    with pytest.raises(
+        ValueError,
+        match=r"^SequenceEncoder: sequence has dtype torch.float64 \(shape \(5, 7, 6\)\), "
+        r"expected torch.float32 \(the dtype of SequenceEncoder's parameters\)",
+    ):
+        enc(x.double(), LENGTHS)
+    with pytest.raises(ValueError, match=r"sequence must be floating point, got torch.int64"):
+        enc(x.long())
+    with pytest.raises(
+        ValueError, match="sequence is on meta, SequenceEncoder's parameters on cpu"
+    ):
+        enc(x.to("meta"))
+    # A float64 module takes float64 input.
+    assert enc.double()(x.double(), LENGTHS).dtype == torch.float64
 
 
 @pytest.mark.parametrize(
@@ -266,116 +319,152 @@ def test_mfn_gradients_reach_every_parameter(inputs: dict[str, Tensor]) -> None:
 
 def test_mfn_errors_name_the_modality(inputs: dict[str, Tensor]) -> None:
     mfn = _mfn()
-    with pytest.raises(ValueError, match="unknown modality 'text'"):
+    with pytest.raises(
+        ValueError, match=r"MemoryFusionEncoder: input modalities: unknown \['text'\]"
+    ):
         mfn({**inputs, "text": inputs["audio"]})
-    with pytest.raises(ValueError, match="lacks modality 'video'"):
+    with pytest.raises(ValueError, match=r"input modalities: missing \['video'\]"):
         mfn({"audio": inputs["audio"]})
     with pytest.raises(ValueError, match=r"modality 'video'.*\(B, T, 4\), got \(5, 7, 3\)"):
         mfn({"audio": inputs["audio"], "video": inputs["audio"]})
-    with pytest.raises(ValueError, match=r"modality 'video' has \(B, T\) = \(5, 6\)"):
+    with pytest.raises(ValueError, match=r"modality 'video': \(B, T\) = \(5, 6\) differs"):
         mfn({"audio": inputs["audio"], "video": inputs["video"][:, :6]})
-    with pytest.raises(ValueError, match=r"modality 'video' has \(B, T\) = \(4, 7\)"):
+    with pytest.raises(ValueError, match=r"modality 'video': \(B, T\) = \(4, 7\) differs"):
         mfn({"audio": inputs["audio"], "video": inputs["video"][:4]})
-    with pytest.raises(ValueError, match="lengths lacks modality 'video'"):
+    with pytest.raises(ValueError, match=r"lengths modalities: missing \['video'\]"):
         mfn(inputs, {"audio": LENGTHS})
     with pytest.raises(ValueError, match=r"modality 'audio': lengths must lie in \[1, T\]"):
         mfn(inputs, {"audio": LENGTHS * 2, "video": LENGTHS})
-    with pytest.raises(ValueError, match="hidden_size lacks modality 'video'"):
+    with pytest.raises(ValueError, match=r"hidden_size: missing \['video'\]"):
         MemoryFusionEncoder(SIZES, {"audio": 3}, 4, 2)
+    with pytest.raises(ValueError, match="MemoryFusionEncoder: input_sizes: at least one modality"):
+        MemoryFusionEncoder({}, 3, 4, 2)
+
+
+@pytest.mark.parametrize(
+    ("cast", "match"),
+    [
+        (
+            lambda t: t.double(),
+            r"modality 'video': sequence has dtype torch.float64 \(shape \(5, 7, 4\)\), "
+            r"expected torch.float32 \(the dtype of MemoryFusionEncoder's parameters\)",
+        ),
+        (
+            lambda t: t.long(),
+            r"modality 'video': sequence must be floating point, got torch.int64 .* "
+            r"expected torch.float32",
+        ),
+        (
+            lambda t: t.to("meta"),
+            r"modality 'video': sequence is on meta, MemoryFusionEncoder's parameters on cpu",
+        ),
+    ],
+    ids=["float64", "int64", "device"],
+)
+def test_mfn_dtype_and_device_errors_name_the_modality(
+    inputs: dict[str, Tensor], cast: Callable[[Tensor], Tensor], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        _mfn()({**inputs, "video": cast(inputs["video"])})
+
+
+def test_mfn_checkpoint_of_other_modalities_is_refused() -> None:
+    source = MemoryFusionEncoder({"audio": 3, "text": 4}, 5, 6, 3)
+    target = MemoryFusionEncoder({"audio": 3, "video": 4}, 5, 6, 3)
+    with pytest.raises(ValueError, match=r"MemoryFusionEncoder: the checkpoint was saved for"):
+        target.load_state_dict(source.state_dict())
+    wider = MemoryFusionEncoder({"audio": 3, "video": 4}, {"audio": 5, "video": 6}, 6, 3)
+    with pytest.raises(ValueError, match=r"'hidden_sizes': \{'audio': 5, 'video': 6\}"):
+        target.load_state_dict(wider.state_dict())
+
+
+def test_mfn_of_an_empty_batch_is_an_empty_code(inputs: dict[str, Tensor]) -> None:
+    empty = {k: v[:0] for k, v in inputs.items()}
+    code = _mfn()(empty, torch.zeros(0, dtype=torch.long))
+    assert code.shape == (0, 3)
 
 
 # -------------------------------------------------------------------- SequenceDecoder
 
 
-def test_decoder_every_step_feed_equals_plain_rnn() -> None:
+def _factors(private_size: int, shared_size: int, seed: int) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(B, private_size, generator=gen), torch.randn(B, shared_size, generator=gen)
+
+
+def test_decoder_every_step_feed_equals_plain_rnn_on_the_joined_factors() -> None:
     torch.manual_seed(7)
-    dec = SequenceDecoder(4, 6, 3)
-    z = torch.randn(B, 4)
-    hidden, _ = dec.rnn(z[:, None].repeat(1, T, 1))
-    assert_close(dec(z, T), dec.to_output(hidden))
+    dec = SequenceDecoder(3, 2, 3, hidden_size=6)
+    private, shared = _factors(3, 2, 0)
+    joined = torch.cat([private, shared], 1)  # the order of the MFM: [F_a_m, F_y]
+    hidden, _ = dec.rnn(joined[:, None].repeat(1, T, 1))
+    assert_close(dec(private, shared, steps=T), dec.to_output(hidden))
 
 
-def test_decoder_hidden_feed_equals_reference_loop() -> None:
+def test_decoder_hidden_feed_equals_the_reference_loop() -> None:
+    """The reference decoder: cat[F_a, F_y] at step 0, then its own hidden state."""
     torch.manual_seed(8)
-    dec = SequenceDecoder(6, 6, 3, feed="hidden")
+    dec = SequenceDecoder(4, 2, 3, feed="hidden")
+    assert dec.rnn.hidden_size == 6  # the reference's hidden size: the joined input's
     cell = nn.LSTMCell(6, 6)
     cell.load_state_dict({k[:-3]: v for k, v in dec.rnn.state_dict().items()})
-    z = torch.randn(B, 6)
-    h, c, step_input, outs = torch.zeros(B, 6), torch.zeros(B, 6), z, []
+    private, shared = _factors(4, 2, 1)
+    h, c, step_input, outs = (
+        torch.zeros(B, 6),
+        torch.zeros(B, 6),
+        torch.cat([private, shared], 1),
+        [],
+    )
     for _ in range(T):
         h, c = cell(step_input, (h, c))
         outs.append(dec.to_output(h))
         step_input = h
-    assert_close(dec(z, T), torch.stack(outs, 1))
+    assert_close(dec(private, shared, steps=T), torch.stack(outs, 1))
 
 
 @pytest.mark.parametrize("feed", ["every", "first", "hidden"])
 def test_decoder_lengths_zero_padding_and_layouts(feed: str) -> None:
     torch.manual_seed(9)
-    dec = SequenceDecoder(6, 6, 3, cell="gru", feed=feed)  # type: ignore[arg-type]
-    z = torch.randn(B, 6)
-    full = dec(z, T)
-    end = dec(z, T, lengths=LENGTHS)
+    dec = SequenceDecoder(4, 2, 3, cell="gru", feed=feed)  # type: ignore[arg-type]
+    private, shared = _factors(4, 2, 2)
+    full = dec(private, shared, steps=T)
+    end = dec(private, shared, steps=T, lengths=LENGTHS)
     mask = lengths_to_mask(LENGTHS, T)
     assert_close(end, full * mask[:, :, None])  # causal: valid steps equal the full run
-    assert_close(dec(z, mask=mask), end)
-    front = dec(z, T, lengths=LENGTHS, layout="front")
+    assert_close(dec(private, shared, mask=mask), end)
+    front = dec(private, shared, steps=T, lengths=LENGTHS, layout="front")
     assert_close(front, _front_pad(end, LENGTHS))
-    assert_close(dec(z, mask=lengths_to_mask(LENGTHS, T, layout="front")), front)
+    assert_close(dec(private, shared, mask=lengths_to_mask(LENGTHS, T, layout="front")), front)
 
 
 def test_decoder_errors() -> None:
-    dec = SequenceDecoder(4, 6, 3)
-    z = torch.randn(B, 4)
-    with pytest.raises(ValueError, match=r"expected z of shape \(B, 4\), got \(5, 5\)"):
-        dec(torch.randn(B, 5), T)
+    dec = SequenceDecoder(4, 2, 3, hidden_size=6)
+    private, shared = _factors(4, 2, 3)
+    with pytest.raises(ValueError, match=r"private factor of shape \(B, 4\), got \(5, 5\)"):
+        dec(torch.randn(B, 5), shared, steps=T)
+    with pytest.raises(ValueError, match=r"shared factor of shape \(5, 2\), got \(4, 2\)"):
+        dec(private, shared[:4], steps=T)
     with pytest.raises(ValueError, match="pass steps"):
-        dec(z, lengths=LENGTHS)
+        dec(private, shared, lengths=LENGTHS)
     with pytest.raises(ValueError, match="steps is 6 but the mask has 7"):
-        dec(z, 6, mask=torch.ones(B, T, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"input_size \(4\) must equal hidden_size \(6\)"):
-        SequenceDecoder(4, 6, 3, feed="hidden")
-
-
-# ---------------------------------------------------------------------- sequence_mse
-
-
-def test_sequence_mse_matches_float64_reference() -> None:
-    torch.manual_seed(10)
-    x_hat, x = torch.randn(B, T, 3), torch.randn(B, T, 3)
-    mask = lengths_to_mask(LENGTHS, T, layout="front")
-    sq = (x_hat.double() - x.double()).square()
-    per_sample = [sq[b][mask[b]].mean() for b in range(B)]
-    assert_close(sequence_mse(x_hat, x, mask), sq[mask].mean().float())
-    assert_close(
-        SequenceMSELoss(reduction="none")(x_hat, x, mask),
-        torch.stack(per_sample).float(),
-    )
-    assert_close(sequence_mse(x_hat, x), nn.functional.mse_loss(x_hat, x))
-
-
-def test_sequence_mse_ignores_padding_in_value_and_gradient() -> None:
-    torch.manual_seed(11)
-    x_hat = torch.randn(B, T, 3, requires_grad=True)
-    x = torch.randn(B, T, 3)
-    mask = lengths_to_mask(LENGTHS, T)
-    base = sequence_mse(x_hat, x, mask)
-    (grad,) = torch.autograd.grad(base, x_hat)
-    assert (grad[~mask] == 0).all()
-    nan_x = _fill_padding(x, mask, float("nan"))
-    nan_hat = _fill_padding(x_hat.detach(), mask, float("inf")).requires_grad_()
-    loss = sequence_mse(nan_hat, nan_x, mask)
-    (nan_grad,) = torch.autograd.grad(loss, nan_hat)
-    assert_close(loss, base, rtol=0, atol=0)
-    assert_close(nan_grad, grad, rtol=0, atol=0)
-
-
-def test_sequence_mse_errors() -> None:
-    x = torch.zeros(B, T, 3)
-    with pytest.raises(ValueError, match=r"\(5, 7, 3\) and \(5, 7, 2\)"):
-        sequence_mse(x, x[:, :, :2])
-    with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(B, T\)"):
-        sequence_mse(x, x, torch.ones(B, T))
+        dec(private, shared, steps=6, mask=torch.ones(B, T, dtype=torch.bool))
+    with pytest.raises(
+        ValueError, match=r"hidden_size \(6\) must equal private_size \+ shared_size \(5\)"
+    ):
+        SequenceDecoder(3, 2, 3, hidden_size=6, feed="hidden")
+    with pytest.raises(
+        ValueError,
+        match=r"SequenceDecoder: shared factor has dtype torch.float64 .* expected torch.float32",
+    ):
+        dec(private, shared.double(), steps=T)
+    with pytest.raises(
+        ValueError, match=r"SequenceDecoder: private factor must be floating point, got torch.int64"
+    ):
+        dec(private.long(), shared, steps=T)
+    with pytest.raises(
+        ValueError, match=r"private factor is on meta, SequenceDecoder's parameters on cpu"
+    ):
+        dec(private.to("meta"), shared, steps=T)
 
 
 # --------------------------------------------------------------------- composition
@@ -383,7 +472,7 @@ def test_sequence_mse_errors() -> None:
 
 def _family() -> tuple[SequenceEncoder, MemoryFusionEncoder, SequenceDecoder]:
     torch.manual_seed(12)
-    return SequenceEncoder(3, 8, 4), _mfn(), SequenceDecoder(7, 8, 3)
+    return SequenceEncoder(3, 8, 4), _mfn(), SequenceDecoder(4, 3, 3, hidden_size=8)
 
 
 def _run_family(
@@ -394,15 +483,15 @@ def _run_family(
     enc, mfn, dec = modules
     z_a = enc(inputs["audio"], mask=mask)
     z_y = mfn(inputs, mask=mask)
-    x_hat = dec(torch.cat([z_a, z_y], 1), mask=mask)
-    return z_a, z_y, sequence_mse(x_hat, inputs["audio"], mask)
+    x_hat = dec(z_a, z_y, mask=mask)
+    return z_a, z_y, reconstruction_loss({"audio": x_hat}, {"audio": inputs["audio"]}, mask=mask)
 
 
 def test_state_dict_round_trip_gives_identical_outputs(inputs: dict[str, Tensor]) -> None:
     mask = lengths_to_mask(LENGTHS, T, layout="front")
     first = _family()
     torch.manual_seed(99)
-    second = (SequenceEncoder(3, 8, 4), _mfn(), SequenceDecoder(7, 8, 3))
+    second = (SequenceEncoder(3, 8, 4), _mfn(), SequenceDecoder(4, 3, 3, hidden_size=8))
     for src, dst in zip(first, second, strict=True):
         buffer = io.BytesIO()
         torch.save(src.state_dict(), buffer)
