@@ -222,10 +222,11 @@ def swap_grid(model: MFM, split: Split, path: Path, *, view: str = "pix", size: 
                 ax.set_ylabel(f"class {classes[r]}", fontsize=8)
             if r == 0:
                 ax.set_title(f"class {classes[c]}", fontsize=8)
-    fig.supylabel("shared code Z_y (content) from a test sample of", fontsize=9)
+    fig.supylabel("shared code Z_y (content) of", fontsize=9)
+    fig.supxlabel("private codes Z_a (style) of", fontsize=9)
     fig.suptitle(
-        f"{view}: each row keeps one shared code, each column takes one sample's\n"
-        "private codes Z_a (style) from a test sample of; diagonal: plain reconstruction",
+        f"{view}: each row keeps the shared code, each column takes the private codes,\n"
+        "of a test sample of the class named; diagonal: plain reconstruction",
         fontsize=9,
     )
     fig.tight_layout()

@@ -74,6 +74,7 @@ def test_swap_grid_labels_rows_and_columns(figures: dict[str, Any]) -> None:
     expected = [f"class {c}" for c in (0, 2, 4, 5, 7, 9)]
     assert rows == columns == expected
     assert figures["swap_grid.png"]._supylabel.get_text().startswith("shared code Z_y")
+    assert figures["swap_grid.png"]._supxlabel.get_text().startswith("private codes Z_a")
 
 
 def test_training_curves_label_their_y_axes(figures: dict[str, Any]) -> None:
