@@ -6,8 +6,10 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from examples import cli
+from examples.training import resolve_device
 
 
 def test_rounded_keeps_four_places_or_four_significant_digits() -> None:
@@ -56,3 +58,18 @@ def test_run_folder_is_new_per_run_or_refuses_a_run(tmp_path: Path) -> None:
         cli.check_new_file(out / "notes.txt", "--metrics-out", overwrite=False)
     cli.check_new_file(out / "notes.txt", "--metrics-out", overwrite=True)
     cli.check_new_file(out / "absent.json", "--metrics-out", overwrite=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machines without CUDA")
+def test_cuda_without_cuda_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(cli.UsageError, match="argument --device: cuda was requested but CUDA"):
+        resolve_device("cuda")
+    from examples.mfm_sentiment.run import main
+
+    with pytest.raises(SystemExit) as error:
+        main(["--data", "d", "--dataset", "pom", "--device", "cuda"])
+    assert error.value.code == 2
+    assert capsys.readouterr().err == (
+        "python -m examples.mfm_sentiment: error: argument --device: cuda was requested but "
+        "CUDA is not available (see --help)\n"
+    )
