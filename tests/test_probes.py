@@ -323,3 +323,22 @@ def test_trained_mfm_factorizes_synthetic_views() -> None:
     for m in ("a", "b"):
         assert probes[f"{m}->p_{m} R2"] >= probes[f"shared->p_{m} R2"] + 0.3, probes
         assert probes[f"{m}->y acc"] <= probes["shared->y acc"] - 0.2, probes
+
+
+def test_logistic_probe_weight_decay_shrinks_to_the_majority_class() -> None:
+    """Separable 1-D data with 3:1 class priors: a light penalty separates the test rows
+    perfectly; a penalty of 1e6 leaves W ~ 0, so every test row gets the class favoured
+    by the (unpenalised) bias, the training majority, and the accuracy is that class's
+    share of the test rows (a dropped or sign-flipped penalty would separate again)."""
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.arange(80) % 4 == 0).long()  # 20 ones, 60 zeros
+    codes = (labels.double() * 4.0 - 2.0 + 0.3 * torch.randn(80, generator=g, dtype=torch.float64))[
+        :, None
+    ]
+    train = torch.arange(80) < 60
+    majority_share = float((labels[~train] == 0).double().mean())
+    light = linear_probe_accuracy(codes, labels, train=train, weight_decay=1e-4)
+    heavy = linear_probe_accuracy(codes, labels, train=train, weight_decay=1e6)
+    assert float(light) == 1.0
+    assert float(heavy) == pytest.approx(majority_share)
+    assert majority_share == 0.75
