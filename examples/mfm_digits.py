@@ -14,14 +14,14 @@ surrogate inference for missing views, evaluated against zero-filling, mean-impu
 and discriminative models of the observed views (``examples/missing.py``), and (6) the
 robustness curves of those methods (``examples/robustness.py``). With ``--seeds N`` it
 does all of this for N seeds and summarises them (``examples/seeds.py``). It prints the
-tables and writes plots, the best MFM checkpoint and ``metrics.json`` to ``--out`` (and
-the metrics to ``--metrics-out`` if given).
+tables and writes plots, the best MFM checkpoint and ``metrics.json`` to a new folder
+``runs/mfm_digits/YYYYmmdd-HHMMSS/`` (or to ``--out``, which must not hold a run unless
+``--overwrite``; the metrics also to ``--metrics-out``), and prints that folder at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,6 +35,7 @@ import torch.distributed as dist
 if __package__ in (None, ""):  # run as a script: python examples/mfm_digits.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from examples import cli
 from examples.baselines import per_view, tune_logistic_regression, tune_mlp
 from examples.mfm import digits_mfm, logits_of
 from examples.missing import MissingEvaluation, surrogate_predict, train_surrogate
@@ -59,56 +60,77 @@ from examples.seeds import Metrics, format_mean_std, summarise
 from examples.training import FitResult, Split, accuracy, autocast, fit, resolve_device
 from factorkit import MFM, MMDPriorLoss, SurrogateInference, mfm_loss, random_presence
 
+DEFAULT_ROOT = Path("runs/mfm_digits")
+"""Where runs go without ``--out``: one new dated folder per run."""
+
 Views = dict[str, torch.Tensor]
 Presence = dict[str, torch.Tensor] | None
 Terms = dict[str, torch.Tensor]
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def command_line() -> argparse.ArgumentParser:
+    """The options of the example (``--help`` shows each with its default)."""
+    p = cli.parser("python -m examples.mfm_digits", __doc__)
     add = p.add_argument
     add("--data", default="uci-mfeat", help=f"{' | '.join(DATASETS)} | FILE.npz")
-    add("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    add("--compile", action="store_true", help="train under torch.compile")
+    add("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if any")
+    add("--compile", action="store_true", help="train under torch.compile (slower on the CPU)")
     add("--seed", type=int, default=0, help="seeds the split, the weights and the batches")
-    add("--seeds", type=int, default=1, help="run N seeds from --seed: mean, std, paired diffs")
-    add("--threads", type=int, default=1, help="CPU threads (small models: 1 is fastest)")
+    add("--seeds", type=cli.at_least(1), default=1, help="run N seeds from --seed: mean, std, "
+        "paired differences")  # fmt: skip
+    add("--threads", type=cli.at_least(1), default=1, help="CPU threads (small models: 1 is "
+        "fastest)")  # fmt: skip
     add("--distributed", action="store_true", help="DDP under torchrun (gloo CPU, nccl CUDA)")
     # Training (the paper's Adam learning rate; early stopping on validation accuracy).
-    add("--epochs", type=int, default=60)
-    add("--patience", type=int, default=15)
-    add("--batch-size", type=int, default=64)
-    add("--lr", type=float, default=1e-3)
-    add("--weight-decay", type=float, default=1e-2)
-    add("--dropout", type=float, default=0.5)
+    add("--epochs", type=cli.at_least(1), default=60, help="most epochs per model")
+    add("--patience", type=cli.at_least(1), default=15, help="early stopping: epochs without "
+        "a better validation accuracy")  # fmt: skip
+    add("--batch-size", type=cli.at_least(1), default=64, help="training mini-batch size")
+    add("--lr", type=cli.positive, default=1e-3, help="Adam(W) learning rate")
+    add("--weight-decay", type=cli.non_negative, default=1e-2, help="AdamW weight decay")
+    add("--dropout", type=cli.probability, default=0.5, help="dropout probability")
     # The MFM objective and its latent sizes.
-    add("--lambda-x", type=float, default=1.0, help="weight of each reconstruction term")
-    add("--lambda-mmd", type=float, default=10.0, help="weight of the MMD prior terms")
-    add("--shared-size", type=int, default=32)
-    add("--private-size", type=int, default=8)
+    add("--lambda-x", type=cli.non_negative, default=1.0, help="weight of each "
+        "reconstruction term")  # fmt: skip
+    add("--lambda-mmd", type=cli.non_negative, default=10.0, help="weight of the MMD prior "
+        "terms")  # fmt: skip
+    add("--shared-size", type=cli.at_least(1), default=32, help="size of the shared code Z_y")
+    add("--private-size", type=cli.at_least(1), default=8, help="size of each private code "
+        "Z_a_m")  # fmt: skip
     # Missing views.
-    add("--missing-rate", type=float, default=0.0, help="drop each view with this probability")
-    add("--missing-in", default="both", choices=["train", "test", "both"])
+    add("--missing-rate", type=cli.probability, default=0.0, help="drop each view with this "
+        "probability")  # fmt: skip
+    add("--missing-in", default="both", choices=["train", "test", "both"],
+        help="where --missing-rate applies")  # fmt: skip
     add("--no-missing", action="store_true", help="skip the missing-view evaluation")
     add("--no-robustness", action="store_true", help="skip the robustness curves")
     add("--no-baselines", action="store_true", help="skip logistic regression and the MLP")
     # Output.
-    add("--subset", type=int, default=0, help="use N random samples (smoke tests)")
-    add("--out", type=Path, default=Path("runs/mfm_digits"), help="plots, mfm.pt, metrics.json")
+    add("--subset", type=cli.at_least(0), default=0, help="use N random samples (smoke tests); "
+        "0: all")  # fmt: skip
+    add("--out", type=Path, default=None, help="the run's folder for metrics.json, mfm.pt and "
+        f"the plots (default: a new {DEFAULT_ROOT}/YYYYmmdd-HHMMSS)")  # fmt: skip
+    add("--overwrite", action="store_true", help="replace the files of a run already in --out")
     add("--metrics-out", type=Path, default=None, help="also write the metrics JSON here")
-    add("--no-plots", action="store_true")
-    add("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    add("--no-plots", action="store_true", help="write no plots")
+    add("--no-progress", action="store_true", help="no progress bars")
+    return p
 
 
 def load(name: str, seed: int) -> MultiViewDataset:
+    """The dataset ``--data`` names; a missing or malformed file is a :class:`UsageError`."""
     if name in DATASETS:
         return DATASETS[name](seed=seed)
-    if name.endswith(".npz"):
+    if not name.endswith(".npz"):
+        raise cli.UsageError(
+            f"argument --data: expected one of {', '.join(DATASETS)} or a .npz file, got {name!r}"
+        )
+    try:
         return load_npz(name, seed=seed)
-    raise SystemExit(f"--data must be one of {sorted(DATASETS)} or a .npz file, got {name!r}")
+    except FileNotFoundError:
+        raise cli.UsageError(f"argument --data: no such file: {name}") from None
+    except ValueError as error:  # load_npz names the file, the array and the problem
+        raise cli.UsageError(f"argument --data: {error}") from None
 
 
 def progress_bar(enabled: bool) -> Any:
@@ -122,12 +144,24 @@ def progress_bar(enabled: bool) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+    """Run the example; returns the metrics it writes (rounded as in the JSON).
+
+    A user mistake (a missing or malformed ``--data`` file, an ``--out`` folder that
+    holds a run, without ``--overwrite``) ends it with one line and exit status 2.
+    """
+    parser = command_line()
+    args = parser.parse_args(argv)
+    return cli.run_or_exit(parser, lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every seed of the run ``args`` describes, the summary, the files and the tables."""
     started = time.perf_counter()
-    if args.seeds < 1:
-        raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
+    out = cli.run_folder(args.out, DEFAULT_ROOT, overwrite=args.overwrite)
+    cli.check_new_file(args.metrics_out, "--metrics-out", overwrite=args.overwrite)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    cli.warn_compile_on_cpu("python -m examples.mfm_digits", args.compile, device)
     if args.distributed:  # launched by torchrun, which sets RANK, WORLD_SIZE, LOCAL_RANK
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
@@ -137,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs = {}
     for seed in seeds:
-        out = args.out if len(seeds) == 1 else args.out / f"seed_{seed}"
-        run_args = argparse.Namespace(**{**vars(args), "seed": seed, "out": out})
+        seed_out = out if len(seeds) == 1 else out / f"seed_{seed}"
+        run_args = argparse.Namespace(**{**vars(args), "seed": seed, "out": seed_out})
         runs[seed] = run_seed(run_args, device, save=rank0)
     metrics = summarise_runs(runs)
     metrics["seconds"] = time.perf_counter() - started
@@ -146,20 +180,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         metrics["world_size"] = dist.get_world_size()
         dist.destroy_process_group()
     if not rank0:
-        return metrics
-    args.out.mkdir(parents=True, exist_ok=True)
+        return rounded(metrics)
+    out.mkdir(parents=True, exist_ok=True)
     if not args.no_plots:
         metrics["plots"] = [p for run in runs.values() for p in run.get("plots", [])]
         if "robustness" in metrics["summary"]:
-            plot = args.out / "robustness.png"
+            plot = out / "robustness.png"
             plot_curves(metrics["summary"]["robustness"], plot, title=metrics["dataset"])
             metrics["plots"].append(str(plot))
+    metrics = rounded(metrics)
     print_summary(metrics)
-    text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
-    (args.out / "metrics.json").write_text(text)
-    if args.metrics_out is not None:
-        args.metrics_out.parent.mkdir(parents=True, exist_ok=True)
-        args.metrics_out.write_text(text)
+    cli.write_json(metrics, out / cli.METRICS_FILE, args.metrics_out)
+    print(f"\nwrote {out}/ ({cli.METRICS_FILE}, mfm.pt{', plots' if not args.no_plots else ''})")
     return metrics
 
 
@@ -286,6 +318,12 @@ def run_seed(args: argparse.Namespace, device: torch.device, *, save: bool) -> d
         metrics["plots"] = [str(p) for p in written]
         metrics["mfm"]["shared_contribution_share"] = shares
     return metrics
+
+
+def rounded(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics as the JSON holds them (:func:`examples.cli.rounded`)."""
+    result: dict[str, Any] = cli.rounded(metrics)
+    return result
 
 
 def strong_baselines(splits: dict[str, Split], fit_kwargs: dict[str, Any]) -> dict[str, Any]:

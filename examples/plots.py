@@ -19,7 +19,7 @@ from torch import Tensor
 from examples.training import Split
 from factorkit import MFM, FactorizedLatents, ModalityDecoders, factor_contributions, transfer_grid
 
-__all__ = ["IMAGE_VIEWS", "pca_2d", "save_all"]
+__all__ = ["IMAGE_VIEWS", "one_per_class", "pca_2d", "save_all"]
 
 IMAGE_VIEWS = {"pix": (16, 15)}
 """Vector views that are flattened images, drawn as (H, W) pictures (UCI mfeat's pix)."""
@@ -37,6 +37,35 @@ def pca_2d(x: Tensor) -> Tensor:
     return (centred @ components).float()
 
 
+def _y_label(term: str) -> str:
+    """What a history entry measures (the fit history's names: ``label``,
+    ``reconstruction/<view>``, ``mmd/<code>``, ``val_accuracy``, ``val_loss``)."""
+    if term == "label":
+        return "cross-entropy"
+    if term.startswith("reconstruction"):
+        return "MSE (standardised)"
+    if term.startswith("mmd"):
+        return "MMD (log scale)"
+    if term == "val_accuracy":
+        return "accuracy"
+    return "loss"
+
+
+def one_per_class(labels: Tensor, count: int) -> Tensor:
+    """Indices of the first sample of ``count`` different classes, spread over the
+    classes present (all of them, in order, if there are at most ``count``); then, if
+    there are fewer classes than ``count``, the next samples in order.
+
+    Shapes:
+        labels: (N,) class indices. Returns: (min(count, N),) int64 indices.
+    """
+    classes = labels.unique()
+    picked = torch.linspace(0, len(classes) - 1, min(count, len(classes))).round().long()
+    first = [int((labels == c).nonzero()[0]) for c in classes[picked]]
+    rest = [i for i in range(len(labels)) if i not in first]
+    return torch.tensor((first + rest)[:count], dtype=torch.long)
+
+
 def training_curves(history: list[dict[str, float]], path: Path) -> Path:
     """One panel per loss term (label, each reconstruction, each MMD) and validation accuracy."""
     names = [k for k in history[0] if k != "total"]
@@ -48,6 +77,7 @@ def training_curves(history: list[dict[str, float]], path: Path) -> Path:
         ax.plot(epochs, [h[name] for h in history])
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel(_y_label(name), fontsize=8)
         if name.startswith("mmd"):
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(names) :]:
@@ -59,8 +89,11 @@ def training_curves(history: list[dict[str, float]], path: Path) -> Path:
 
 
 def reconstructions(model: MFM, split: Split, path: Path, *, samples: int = 4) -> Path:
-    """Original vs reconstructed test samples, one row per view."""
-    views = {m: v[:samples] for m, v in split.views.items()}
+    """Original vs reconstructed test samples of different classes, one row per view."""
+    index = one_per_class(split.labels.cpu(), samples)
+    samples = len(index)
+    views = {m: v[index.to(v.device)] for m, v in split.views.items()}
+    classes = split.labels.cpu()[index].tolist()
     with torch.no_grad():
         recon = model(views).reconstructions
     assert recon is not None
@@ -84,6 +117,8 @@ def reconstructions(model: MFM, split: Split, path: Path, *, samples: int = 4) -
                 ax.set_xticks([])
             if col == 0:
                 ax.set_ylabel(m)
+            if row == 0:
+                ax.set_title(f"class {classes[col]}", fontsize=9)
     axes[0, 0].legend(fontsize=7, loc="upper right")
     fig.suptitle("test samples: original | reconstruction (images: left | right)", fontsize=10)
     fig.tight_layout()
@@ -93,20 +128,36 @@ def reconstructions(model: MFM, split: Split, path: Path, *, samples: int = 4) -
 
 
 def codes_2d(model: MFM, split: Split, path: Path) -> Path:
-    """PCA of the shared codes coloured by class, beside each view's private codes."""
+    """PCA of the shared codes and of each view's private codes, coloured by class.
+
+    One square panel per code, four to a row, and one legend of the classes.
+    """
     with torch.no_grad():
         latents = model(split.views).latents
     items = list(latents.items())
     labels = split.labels.cpu()
-    fig, axes = plt.subplots(1, len(items), figsize=(3.0 * len(items), 3.0), squeeze=False)
-    for ax, (name, z) in zip(axes.flat, items, strict=True):
+    classes = labels.unique().tolist()
+    colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    cols = min(4, len(items))
+    rows = math.ceil(len(items) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.8 * cols + 1.2, 2.8 * rows + 0.5), squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
+    for ax, (name, z) in zip(axes.flat, items, strict=False):
         xy = pca_2d(z.float().cpu())
-        ax.scatter(xy[:, 0].numpy(), xy[:, 1].numpy(), c=labels.numpy(), cmap="tab10", s=4)
+        for k, c in enumerate(classes):
+            at = labels == c
+            ax.scatter(xy[at, 0].numpy(), xy[at, 1].numpy(), color=colours(k), s=4, label=str(c))
         ax.set_title("shared Z_y" if name == "shared" else f"private Z_a[{name}]", fontsize=9)
+        ax.set_box_aspect(1)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("test codes, first two principal components, coloured by class", fontsize=10)
-    fig.tight_layout()
+    for ax in list(axes.flat)[len(items) :]:
+        ax.axis("off")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, title="class", loc="outside right center", markerscale=3)
+    fig.suptitle("test codes, first two principal components", fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -145,12 +196,14 @@ def contributions(model: MFM, split: Split, path: Path) -> tuple[Path, dict[str,
 def swap_grid(model: MFM, split: Split, path: Path, *, view: str = "pix", size: int = 6) -> Path:
     """Reconstructions of ``view`` for every pairing of shared and private codes.
 
-    Row r keeps the shared code (content) of test sample r, column c takes the private
-    codes (style) of test sample c; the diagonal is the plain reconstruction.
+    ``size`` test samples of different classes (:func:`one_per_class`): row r keeps the
+    shared code (content) of sample r, column c takes the private codes (style) of
+    sample c; the diagonal is the plain reconstruction. Rows and columns are labelled
+    with their sample's class.
     """
-    step = max(len(split) // size, 1)
-    rows = torch.arange(0, step * size, step)[:size]
-    sample = split.take(rows)
+    sample = split.take(one_per_class(split.labels.cpu(), size).to(split.labels.device))
+    size = len(sample)
+    classes = sample.labels.cpu().tolist()
     with torch.no_grad():
         latents = model.encode(sample.views)
         grid = transfer_grid(
@@ -165,7 +218,17 @@ def swap_grid(model: MFM, split: Split, path: Path, *, view: str = "pix", size: 
             ax.imshow(grid[r, c].float().cpu().reshape(shape).numpy(), cmap="gray")
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f"{view}: rows keep the shared code, columns take the private codes", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"class {classes[r]}", fontsize=8)
+            if r == 0:
+                ax.set_title(f"class {classes[c]}", fontsize=8)
+    fig.supylabel("shared code Z_y (content) of", fontsize=9)
+    fig.supxlabel("private codes Z_a (style) of", fontsize=9)
+    fig.suptitle(
+        f"{view}: each row keeps the shared code, each column takes the private codes,\n"
+        "of a test sample of the class named; diagonal: plain reconstruction",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

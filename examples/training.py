@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
+from examples.cli import UsageError
+
 __all__ = ["FitResult", "Split", "accuracy", "autocast", "evaluate", "fit", "resolve_device"]
 
 Views = dict[str, Tensor]
@@ -85,11 +87,16 @@ class FitResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA when present, else CPU."""
+    """``"auto"`` picks CUDA when present, else CPU.
+
+    Raises:
+        examples.cli.UsageError: ``"cuda"`` without CUDA (the examples report it in one
+            line, exit status 2).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was requested but CUDA is not available")
+        raise UsageError("argument --device: cuda was requested but CUDA is not available")
     return torch.device(name)
 
 

@@ -99,7 +99,10 @@ def _rank_results(rank: int) -> dict[str, Any]:
     _naive_mmd2(own_z_all, _own_reference(reference, rank)).backward()
 
     # Rank 0 holds no rows here: the smaller slice is now on rank 0, and it is empty.
-    empty_first = all_gather_with_grad(x_full[:0] if rank == 0 else x_full[:4])
+    uneven = (x_full[:0] if rank == 0 else x_full[:4]).clone().requires_grad_(True)
+    empty_first = all_gather_with_grad(uneven)
+    weights = torch.arange(1.0, 1.0 + empty_first.numel(), dtype=empty_first.dtype)
+    (empty_first * weights.reshape(empty_first.shape)).sum().backward()
     try:
         all_gather_with_grad(torch.zeros(2, 3 + rank, dtype=torch.float64))
         shape_error = ""
@@ -129,7 +132,8 @@ def _rank_results(rank: int) -> dict[str, Any]:
         "local_loss": local_loss.detach(),
         "local_param_grads": _ddp_average(local_model),
         "own_reference_param_grads": _ddp_average(own_model),
-        "empty_first": empty_first,
+        "empty_first": empty_first.detach(),
+        "uneven_grad": uneven.grad,
         "shape_error": shape_error,
     }
 
@@ -226,6 +230,12 @@ def test_gathered_tensor_is_the_concatenation_in_rank_order(
 def test_empty_slice_on_one_rank(two_ranks: list[dict[str, Any]], single: dict[str, Any]) -> None:
     for result in two_ranks:
         assert torch.equal(result["empty_first"], single["x"][:4])
+    # Each rank's loss is sum(gathered * w): rank 1 owns every gathered row and receives
+    # the sum over ranks of their gradient, WORLD * w; rank 0's empty slice gets nothing.
+    x4 = single["x"][:4]
+    weights = torch.arange(1.0, 1.0 + x4.numel(), dtype=x4.dtype).reshape(x4.shape)
+    assert two_ranks[0]["uneven_grad"].shape == (0, *x4.shape[1:])
+    assert torch.equal(two_ranks[1]["uneven_grad"], WORLD * weights)
 
 
 def test_trailing_shape_mismatch_raises_on_every_rank(two_ranks: list[dict[str, Any]]) -> None:

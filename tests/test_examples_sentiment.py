@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,7 +165,7 @@ def _check_summary(summary: dict, dataset: str, names: tuple[str, ...]) -> None:
 def test_smoke_regression_json(tmp_path: Path) -> None:
     folder = _mfn_folder(tmp_path / "data", "mmmo", SIZES)
     out = tmp_path / "metrics.json"
-    main(
+    returned = main(
         [
             *("--data", str(folder), "--dataset", "mmmo", "--epochs", "2"),
             *("--surrogate-epochs", "1", "--hidden-size", "8", "--num-seeds", "2"),
@@ -171,6 +173,10 @@ def test_smoke_regression_json(tmp_path: Path) -> None:
         ]
     )
     summary = json.loads(out.read_text())
+    assert summary == returned == json.loads((tmp_path / "plots" / "metrics.json").read_text())
+    # Rounded: 4 places (4 significant digits below 0.01), no float32 noise.
+    for value in _floats(summary):
+        assert value == round(value, 4) or (abs(value) < 0.01 and value == float(f"{value:.4g}"))
     _check_summary(summary, "mmmo", ("mae", "corr", "acc_2", "f1"))
     assert summary["seeds"] == [0, 1]
     for model in ("mfm", "discriminative"):
@@ -183,6 +189,7 @@ def test_smoke_regression_json(tmp_path: Path) -> None:
         "contributions_over_time.png",
         "curves_seed0.png",
         "curves_seed1.png",
+        "metrics.json",
     ]
     # One value per time step; a step counts the test samples with the modality that
     # are longer than it (11 with audio, 8 with video), and has no value without them.
@@ -199,14 +206,15 @@ def test_smoke_regression_json(tmp_path: Path) -> None:
 
 def test_smoke_classification_json(tmp_path: Path) -> None:
     folder = _mfn_folder(tmp_path / "data", "youtube", SIZES)
-    out = tmp_path / "metrics.json"
+    out = tmp_path / "run"
     main(
         [
             *("--data", str(folder), "--dataset", "youtube", "--epochs", "1"),
-            *("--surrogate-epochs", "1", "--hidden-size", "8", "--metrics-out", str(out)),
+            *("--surrogate-epochs", "1", "--hidden-size", "8", "--out", str(out), "--no-plots"),
         ]
     )
-    summary = json.loads(out.read_text())
+    assert [p.name for p in out.iterdir()] == ["metrics.json"]
+    summary = json.loads((out / "metrics.json").read_text())
     _check_summary(summary, "youtube", ("accuracy", "f1"))
     for model in ("mfm", "discriminative"):
         assert 0 <= summary[model]["accuracy"] <= 1
@@ -267,6 +275,7 @@ def test_real_data_short_run(tmp_path: Path, mfn_sentiment: Callable[[str], Path
         [
             *("--data", str(mmmo), "--dataset", "mmmo", "--epochs", "2"),
             *("--surrogate-epochs", "1", "--metrics-out", str(out)),
+            *("--out", str(tmp_path / "run"), "--no-plots"),
         ]
     )
     summary = json.loads(out.read_text())
@@ -398,3 +407,95 @@ def test_runs_as_a_module_and_as_a_path(command: list[str]) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--lambda-x" in done.stdout and "--decoder-feed" in done.stdout
+
+
+def _floats(value: Any) -> list[float]:
+    """Every float in a nested JSON value."""
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [f for v in value for f in _floats(v)]
+    return []
+
+
+QUICK = ("--epochs", "1", "--surrogate-epochs", "1", "--hidden-size", "8", "--no-plots")
+
+
+def test_each_run_gets_its_own_folder_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _mfn_folder(tmp_path / "data", "mmmo", SIZES)
+    monkeypatch.chdir(tmp_path)
+    written = []
+    for _ in range(2):
+        summary = main(["--data", str(folder), "--dataset", "mmmo", *QUICK])
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        match = re.fullmatch(r"wrote (\S+)/ \(metrics\.json\)", last)
+        assert match is not None, last
+        run = Path(match[1])
+        assert run.parent == Path("runs/mfm_sentiment/mmmo")
+        assert json.loads((run / "metrics.json").read_text()) == summary
+        written.append(run)
+    assert written[0] != written[1]
+    # --out holding a run is refused (one line, exit 2) unless --overwrite.
+    again = ["--data", str(folder), "--dataset", "mmmo", *QUICK, "--out", str(written[0])]
+    with pytest.raises(SystemExit) as refused:
+        main(again)
+    assert refused.value.code == 2
+    assert "already holds a run (metrics.json); pass --overwrite" in capsys.readouterr().err
+    assert main([*again, "--overwrite", "--seed", "1"])["seeds"] == [1]
+    assert json.loads((written[0] / "metrics.json").read_text())["seeds"] == [1]
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        (
+            "absent",
+            "argument --data: no such folder: {tmp}/absent; the sentiment features are not "
+            "shipped with factorkit: 'Sentiment data: file layouts' in examples/README.md says "
+            "where they come from",
+        ),
+        ("pickle", "argument --data: no such file: {tmp}/mosi.pkl; the sentiment features"),
+        ("empty", "argument --data: {tmp}/empty: split 'train' is missing"),
+        ("seeds", "argument --num-seeds: must be >= 1, got 0"),
+        ("dataset", "argument --dataset: invalid choice: 'imdb'"),
+    ],
+)
+def test_user_mistakes_end_with_one_line(
+    case: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    args = {
+        "absent": ["--data", str(tmp_path / "absent"), "--dataset", "pom"],
+        "pickle": ["--data", str(tmp_path / "mosi.pkl"), "--dataset", "mosi"],
+        "empty": ["--data", str(tmp_path / "empty"), "--dataset", "mmmo"],
+        "seeds": ["--data", "d", "--dataset", "mmmo", "--num-seeds", "0"],
+        "dataset": ["--data", "d", "--dataset", "imdb"],
+    }[case]
+    with pytest.raises(SystemExit) as error:
+        main([*args, "--out", str(tmp_path / "run")])
+    assert error.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = message.format(tmp=tmp_path)
+    assert captured.err.startswith(f"python -m examples.mfm_sentiment: error: {line}"), captured.err
+    assert captured.err.endswith(" (see --help)\n") and captured.err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_gives_every_option_a_help_text_and_its_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from examples.mfm_sentiment.run import _parser
+
+    monkeypatch.setenv("COLUMNS", "1000")
+    parser = _parser()
+    text = parser.format_help()
+    for action in parser._actions:
+        assert action.help, action.option_strings
+        if action.default not in (None, False, "==SUPPRESS=="):
+            assert f"(default: {action.default})" in text, action.dest
+    assert "MMD prior weight (default: 10.0)" in text

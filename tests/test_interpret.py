@@ -288,3 +288,65 @@ def test_squared_contributions_of_a_linear_decoder_are_its_weight_energies() -> 
     plain = factor_contributions(decoders, [factors])
     assert float(plain.shared["a"]) == pytest.approx(energy_y**0.5, rel=1e-12)
     assert float(plain.private["a"]) == pytest.approx(energy_a**0.5, rel=1e-12)
+
+
+def test_vector_valued_decoder_and_per_coordinate_closed_form() -> None:
+    """x = F_a . a + F_y . b (one number per sample): the norms are ||a|| and ||b||."""
+    a = torch.tensor([3.0, 4.0], dtype=D64)  # ||a|| = 5
+    b = torch.tensor([1.0, 2.0, 2.0], dtype=D64)  # ||b|| = 3
+    scalar_out = {"v": lambda private, shared: private @ a + shared @ b}
+    f = factors(4, 3, {"v": 2})
+    norms = decoder_jacobian_norms(scalar_out["v"], f.private["v"], f.shared)
+    assert norms.shared.tolist() == [3.0] * 4 and norms.private.tolist() == [5.0] * 4
+    c = factor_contributions(scalar_out, [f, factors(2, 3, {"v": 2})], per_coordinate=True)
+    assert c.shared["v"].item() == pytest.approx(3.0 / math.sqrt(3), rel=1e-12)
+    assert c.private["v"].item() == pytest.approx(5.0 / math.sqrt(2), rel=1e-12)
+    assert c.counts["v"].item() == 6
+
+
+def test_per_step_with_presence_leaves_absent_samples_out() -> None:
+    """(B, T) output x_t = t * (F_a . a + F_y . b), B != T; absent samples are not averaged."""
+    a, b = torch.tensor([3.0, 4.0], dtype=D64), torch.tensor([1.0, 2.0, 2.0], dtype=D64)
+    steps = torch.arange(1, 6, dtype=D64)  # T = 5
+
+    def dec(private: Tensor, shared: Tensor) -> Tensor:
+        return (private @ a + shared @ b)[:, None] * steps
+
+    base = factors(3, 3, {"v": 2})
+    present = {"v": torch.tensor([True, False, True])}
+    f = FactorizedLatents(base.shared, base.private, present)
+    c = factor_contributions({"v": dec}, [f], per_step=["v"])
+    assert c.shared["v"].tolist() == pytest.approx((3.0 * steps).tolist(), rel=1e-12)
+    assert c.private["v"].tolist() == pytest.approx((5.0 * steps).tolist(), rel=1e-12)
+    assert c.counts["v"].tolist() == [2] * 5
+
+
+def test_factor_and_output_shape_errors() -> None:
+    dec = VectorDecoder(2, 3, 4).double()
+    with pytest.raises(
+        ValueError,
+        match=r"^expected factors private \(B, Fa\) and shared \(B, Fy\), got private \(3,\) "
+        r"and shared \(3, 3\)$",
+    ):
+        decoder_jacobian_norms(dec, torch.randn(3, dtype=D64), torch.randn(3, 3, dtype=D64))
+    with pytest.raises(ValueError, match=r"got private \(3, 2\) and shared \(3,\)$"):
+        decoder_jacobian_norms(dec, torch.randn(3, 2, dtype=D64), torch.randn(3, dtype=D64))
+    with pytest.raises(ValueError, match=r"got private \(3, 2\) and shared \(4, 3\)$"):
+        decoder_jacobian_norms(dec, torch.randn(3, 2, dtype=D64), torch.randn(4, 3, dtype=D64))
+    f = factors(3, 3, {"v": 2})
+    with pytest.raises(
+        ValueError, match=r"^decoder output must have shape \(B, \.\.\.\) with B = 3, got \(\)$"
+    ):
+        factor_contributions({"v": lambda p, s: p.sum()}, [f])
+    with pytest.raises(ValueError, match=r"^at least one decoder is required$"):
+        factor_contributions({}, [f])
+    with pytest.raises(ValueError, match=r"^batches is empty: nothing to average$"):
+        factor_contributions({"v": dec}, [])
+    with pytest.raises(
+        ValueError,
+        match=r"^each batch must be FactorizedLatents or \(FactorizedLatents, step masks by "
+        r"modality\), got tuple$",
+    ):
+        factor_contributions({"v": dec}, [(f, {}, {})])
+    with pytest.raises(ValueError, match=r"modality\), got Tensor$"):
+        factor_contributions({"v": dec}, [torch.randn(3, 5)])

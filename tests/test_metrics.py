@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -171,3 +174,134 @@ def test_metrics_reject_bad_inputs() -> None:
         f1(torch.tensor([0, 3]), torch.tensor([0, 1]), num_classes=3)
     with pytest.raises(ValueError, match="empty"):
         accuracy(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+
+
+LONG = (torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, 2, dtype=torch.long))
+MATRIX, VECTOR, SHORT = torch.zeros(4, 2), torch.zeros(4), torch.zeros(3)
+SHAPE_ERRORS: list[tuple[str, Callable[[], object]]] = [
+    ("per_target_mae", lambda: per_target_mae(VECTOR, VECTOR)),
+    ("per_target_corr", lambda: per_target_corr(VECTOR, VECTOR)),
+    ("accuracy_7", lambda: accuracy_7(MATRIX, MATRIX)),
+    ("accuracy_2", lambda: accuracy_2(MATRIX, MATRIX, exclude_zero=False)),
+    ("weighted_f1", lambda: weighted_f1(SHORT, VECTOR, exclude_zero=True)),
+    ("accuracy", lambda: accuracy(*LONG)),
+    ("f1", lambda: f1(*LONG)),
+    ("mae", lambda: mae(SHORT, VECTOR)),
+    ("pearson_corr", lambda: pearson_corr(SHORT, VECTOR)),
+]
+
+
+@pytest.mark.parametrize(("name", "call"), SHAPE_ERRORS, ids=[n for n, _ in SHAPE_ERRORS])
+def test_shape_errors_name_the_metric(name: str, call: Callable[[], object]) -> None:
+    """Each metric checks the rank it needs and names itself in the message."""
+    with pytest.raises(ValueError, match=rf"^{name}: "):
+        call()
+
+
+def exact_mae(a: list[float], b: list[float]) -> float:
+    """Mean |a - b| in exact rational arithmetic, rounded once to float64."""
+    from fractions import Fraction
+
+    return float(sum(abs(Fraction(x) - Fraction(y)) for x, y in zip(a, b, strict=True)) / len(a))
+
+
+def test_mae_near_the_float64_limit_is_the_exact_mean() -> None:
+    def f64(values: object) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float64)
+
+    # The differences overflow (3e308 > max), their mean (1e308) does not.
+    a, b = [1.5e308, 0.0, 0.0], [-1.5e308, 0.0, 0.0]
+    assert float(mae(f64(a), f64(b))) == exact_mae(a, b) == 1e308
+    cols = per_target_mae(
+        f64([[1.5e308, 1.0], [0.0, -2.0], [0.0, 4.0]]),
+        f64([[-1.5e308, 0.0], [0.0, 0.0], [0.0, 0.0]]),
+    )
+    assert cols.tolist() == [1e308, exact_mae([1.0, -2.0, 4.0], [0.0] * 3)]
+    # A mean that really overflows stays inf.
+    assert float(mae(f64([1.5e308, 1.5e308]), f64([-1.5e308] * 2))) == math.inf
+    # One element is a valid input.
+    assert float(mae(f64([2.0]), f64([5.5]))) == 3.5
+
+
+def test_correlation_is_scale_free_per_column_at_extreme_scales() -> None:
+    gen = np.random.default_rng(0)
+    x, y = gen.normal(size=(50, 2)), gen.normal(size=(50, 2))
+    y[:, 0] += x[:, 0]
+    expected = [np.corrcoef(x[:, k], y[:, k])[0, 1] for k in range(2)]
+    scale = np.array([1e200, 1e-200])
+    got = per_target_corr(torch.from_numpy(x * scale), torch.from_numpy(y * scale[::-1]))
+    assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
+    for k in range(2):
+        single = pearson_corr(torch.from_numpy(x[:, k] * 1e200), torch.from_numpy(y[:, k] * 1e-200))
+        assert float(single) == pytest.approx(expected[k], rel=1e-12)
+
+
+def exact_f1(pred: list[int], true: list[int], average: str) -> float:
+    """F1 from the definition 2 TP / (2 TP + FP + FN), in rationals."""
+    from fractions import Fraction
+
+    classes = sorted(set(pred) | set(true))
+    scores, weights = [], []
+    for c in classes:
+        tp = sum(p == t == c for p, t in zip(pred, true, strict=True))
+        fp = sum(p == c != t for p, t in zip(pred, true, strict=True))
+        fn = sum(t == c != p for p, t in zip(pred, true, strict=True))
+        scores.append(Fraction(2 * tp, 2 * tp + fp + fn))
+        weights.append(true.count(c))
+    if average == "macro":
+        return float(sum(scores) / len(scores))
+    return float(sum(s * w for s, w in zip(scores, weights, strict=True)) / sum(weights))
+
+
+@pytest.mark.parametrize("average", ["weighted", "macro"])
+def test_f1_when_the_largest_class_is_never_predicted_or_never_true(average: str) -> None:
+    cases = [
+        ([0, 0, 1, 1, 0, 1, 1], [0, 1, 2, 1, 0, 2, 1]),  # class 2 never predicted
+        ([0, 5, 1, 5, 0, 1, 1], [0, 1, 1, 1, 0, 0, 1]),  # class 5 never true
+        ([3, 3, 3], [3, 3, 3]),
+    ]
+    for pred, true in cases:
+        got = float(f1(torch.tensor(pred), torch.tensor(true), average=average))  # type: ignore[arg-type]
+        assert got == pytest.approx(exact_f1(pred, true, average), rel=1e-15)
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), True, "0"])
+def test_binary_metrics_refuse_a_threshold_that_is_not_a_finite_real(threshold: object) -> None:
+    y = torch.tensor([-1.0, 1.0])
+    for metric, name in ((accuracy_2, "accuracy_2"), (weighted_f1, "weighted_f1")):
+        with pytest.raises(ValueError, match=rf"^{name}: threshold must be a finite real number"):
+            metric(y, y, exclude_zero=False, threshold=threshold)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=rf"^{name}: exclude_zero must be True or False"):
+            metric(y, y, exclude_zero=1)  # type: ignore[arg-type]
+
+
+def test_input_errors_name_the_argument() -> None:
+    ok, ints = torch.zeros(3), torch.zeros(3, dtype=torch.long)
+    nan = torch.tensor([0.0, float("nan"), 0.0])
+    with pytest.raises(ValueError, match=r"^mae: y holds 1 non-finite value\(s\)"):
+        mae(ok, nan)
+    with pytest.raises(ValueError, match=r"^pearson_corr: y_hat holds 1 non-finite"):
+        pearson_corr(nan, ok)
+    with pytest.raises(ValueError, match=r"^mae: y_hat is not a numeric array"):
+        mae(np.array(["a", "b", "c"], dtype=object), ok)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^mae: y is not a numeric array"):
+        mae(ok, np.array(["a", "b", "c"], dtype=object))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^mae: y must be real, got torch.complex64"):
+        mae(ok, torch.zeros(3, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"^accuracy: y_hat is not a numeric array"):
+        accuracy(np.array(["a", "b", "c"], dtype=object), ints)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^accuracy: y must hold integer class labels"):
+        accuracy(ints, ok)
+    with pytest.raises(ValueError, match=r"^accuracy: y_hat must hold integer class labels"):
+        accuracy(ok, ints)
+    with pytest.raises(ValueError, match=r"^f1: class labels must be non-negative"):
+        f1(torch.tensor([0, -1, 0]), ints)
+    with pytest.raises(ValueError, match=r"^accuracy: class labels must be non-negative"):
+        accuracy(ints, torch.tensor([0, -1, 0]))
+    with pytest.raises(
+        ValueError,
+        match=r"^accuracy: expected two label vectors of shape \(N,\), got \(3,\) and \(2,\)",
+    ):
+        accuracy(ints, ints[:2])
+    with pytest.raises(ValueError, match=r"^accuracy_7: got empty inputs"):
+        accuracy_7(torch.zeros(0), torch.zeros(0))

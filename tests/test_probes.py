@@ -59,6 +59,29 @@ def test_r2_matches_least_squares_in_numpy() -> None:
     torch.testing.assert_close(linear_probe_r2(x, y, ridge=0.0, train=mask, reduction="none"), got)
 
 
+def test_moderate_ridge_matches_the_augmented_least_squares_problem() -> None:
+    """(1/n)||Y - b - XW||^2 + ridge ||W||^2 is least squares on [X; sqrt(n ridge) I]."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(60, 3, generator=gen) * torch.tensor([1.0, 5.0, 0.2]) + 3.0
+    y = x @ torch.tensor([[1.0, 0.0], [0.3, -1.0], [2.0, 4.0]]) + 7.0
+    y = y + 0.5 * torch.randn(60, 2, generator=gen)
+    mask = torch.arange(60) % 4 != 0
+    ridge = 0.3
+    xn, yn, m = x.double().numpy(), y.double().numpy(), mask.numpy()
+    mean, std = xn[m].mean(0), xn[m].std(0, ddof=1)
+    xs_train, xs_test = (xn[m] - mean) / std, (xn[~m] - mean) / std
+    n = int(m.sum())
+    design = np.r_[xs_train, np.sqrt(n * ridge) * np.eye(3)]
+    centred = np.r_[yn[m] - yn[m].mean(0), np.zeros((3, 2))]
+    w, *_ = np.linalg.lstsq(design, centred, rcond=None)
+    pred = xs_test @ w + yn[m].mean(0)
+    yt = yn[~m]
+    expected = 1 - ((yt - pred) ** 2).sum(0) / ((yt - yt.mean(0)) ** 2).sum(0)
+    assert expected.min() < 0.95  # the penalty matters at this ridge
+    got = linear_probe_r2(x, y, ridge=ridge, train=mask, reduction="none")
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
+
+
 def test_huge_ridge_predicts_the_training_mean() -> None:
     x = torch.randn(200, 3)
     y = x @ torch.tensor([1.0, -2.0, 0.5]) + 1.0
@@ -186,6 +209,50 @@ def test_recombine_follows_presence_and_checks_indices() -> None:
         recombine_latents(z_none, shared_from=torch.tensor([1]), private_from=torch.tensor([0]))
 
 
+def test_recombine_without_a_mask_keeps_no_mask() -> None:
+    z = FactorizedLatents(
+        torch.arange(6.0).reshape(3, 2), {"a": torch.tensor([[7.0], [8.0], [9.0]])}
+    )
+    mixed = recombine_latents(
+        z, shared_from=torch.tensor([2, 0]), private_from=torch.tensor([1, 1])
+    )
+    assert mixed.present is None
+    assert mixed.shared.tolist() == [[4.0, 5.0], [0.0, 1.0]]
+    assert mixed.private["a"].tolist() == [[8.0], [8.0]]
+
+
+@pytest.mark.parametrize(
+    ("index", "shown"),
+    [
+        (torch.tensor([[0, 1]]), r"torch.int64 \(1, 2\)"),
+        (torch.tensor([0.0, 1.0]), r"torch.float32 \(2,\)"),
+        (torch.tensor([True, False]), r"torch.bool \(2,\)"),
+    ],
+)
+def test_row_indices_must_be_1d_integers_and_errors_name_the_argument(
+    index: Tensor, shown: str
+) -> None:
+    gens, decs, z = small_mfm()
+    ok = torch.tensor([0, 1])
+    calls = {
+        "shared_from": lambda: recombine_latents(z, shared_from=index, private_from=ok),
+        "private_from": lambda: recombine_latents(z, shared_from=ok, private_from=index),
+        "content": lambda: transfer_grid(gens, decs, z, content=index, style=ok),
+        "style": lambda: transfer_grid(gens, decs, z, content=ok, style=index),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError, match=rf"^{what} must be a 1-D integer tensor, got {shown}"):
+            call()
+
+
+def test_transfer_grid_range_errors_name_the_argument() -> None:
+    gens, decs, z = small_mfm()
+    with pytest.raises(ValueError, match=r"^content must index samples in \[0, 6\), got \[0, 6\]"):
+        transfer_grid(gens, decs, z, content=torch.tensor([0, 6]), style=torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"^style must index samples in \[0, 6\), got \[-1, -1\]"):
+        transfer_grid(gens, decs, z, content=torch.tensor([0]), style=torch.tensor([-1]))
+
+
 def gaussian_mmd(z: Tensor) -> Tensor:
     """The MFM reference MMD^2 to N(0, I): kernel exp(-||x - y||^2 / d^2), V-statistic."""
     prior = torch.randn_like(z)
@@ -256,3 +323,22 @@ def test_trained_mfm_factorizes_synthetic_views() -> None:
     for m in ("a", "b"):
         assert probes[f"{m}->p_{m} R2"] >= probes[f"shared->p_{m} R2"] + 0.3, probes
         assert probes[f"{m}->y acc"] <= probes["shared->y acc"] - 0.2, probes
+
+
+def test_logistic_probe_weight_decay_shrinks_to_the_majority_class() -> None:
+    """Separable 1-D data with 3:1 class priors: a light penalty separates the test rows
+    perfectly; a penalty of 1e6 leaves W ~ 0, so every test row gets the class favoured
+    by the (unpenalised) bias, the training majority, and the accuracy is that class's
+    share of the test rows (a dropped or sign-flipped penalty would separate again)."""
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.arange(80) % 4 == 0).long()  # 20 ones, 60 zeros
+    codes = (labels.double() * 4.0 - 2.0 + 0.3 * torch.randn(80, generator=g, dtype=torch.float64))[
+        :, None
+    ]
+    train = torch.arange(80) < 60
+    majority_share = float((labels[~train] == 0).double().mean())
+    light = linear_probe_accuracy(codes, labels, train=train, weight_decay=1e-4)
+    heavy = linear_probe_accuracy(codes, labels, train=train, weight_decay=1e6)
+    assert float(light) == 1.0
+    assert float(heavy) == pytest.approx(majority_share)
+    assert majority_share == 0.75

@@ -73,3 +73,39 @@ def test_argument_errors() -> None:
         make_synthetic_views(10, private_size={"a": 2})
     with pytest.raises(ValueError, match="num_samples must be a positive int"):
         make_synthetic_views(0)
+
+
+def test_documented_defaults() -> None:
+    data = make_synthetic_views(20)
+    assert {m: tuple(x.shape) for m, x in data.views.items()} == {"a": (20, 24), "b": (20, 32)}
+    assert {m: tuple(p.shape) for m, p in data.private.items()} == {"a": (20, 2), "b": (20, 2)}
+    assert data.shared.shape == (20, 2) and int(data.labels.max()) <= 2
+    explicit = make_synthetic_views(
+        20,
+        view_sizes={"a": 24, "b": 32},
+        shared_size=2,
+        private_size=2,
+        num_classes=3,
+        hidden_size=32,
+        noise=0.1,
+        seed=0,
+    )
+    for m in ("a", "b"):
+        assert torch.equal(data.views[m], explicit.views[m])
+    assert torch.equal(data.labels, explicit.labels)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_samples": 0}, r"^num_samples must be a positive int, got 0$"),
+        ({"shared_size": 0}, r"^shared_size must be a positive int, got 0$"),
+        ({"hidden_size": -1}, r"^hidden_size must be a positive int, got -1$"),
+        ({"view_sizes": {"a": 3, "b": 0}}, r"^view_sizes\['b'\] must be a positive int, got 0$"),
+        ({"private_size": {"a": 1, "b": 2.0}}, r"^private_size\['b'\] must be a positive int"),
+    ],
+)
+def test_size_errors_name_the_argument(kwargs: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {"num_samples": 10, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        make_synthetic_views(**args)  # type: ignore[arg-type]

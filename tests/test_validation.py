@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from factorkit import ConcatFusion, FactorizedHead, SurrogateInference
-from factorkit._validation import check_vectors, parameter_dtype
+from factorkit._validation import check_finite, check_vectors, parameter_dtype
 
 SIZES = {"audio": 3, "video": 2}
 
@@ -179,3 +179,61 @@ def test_checkpoints_refuse_other_sizes_and_round_trip(index: int, tmp_path: Pat
         for a, b in zip(same.state_dict().values(), saved.state_dict().values(), strict=True)
         if torch.is_tensor(a)
     )
+
+
+def test_check_finite_counts_only_present_rows_and_names_each_offender() -> None:
+    nan, inf = float("nan"), float("inf")
+    target = {
+        "video": torch.tensor([[[nan, 1.0]], [[inf, -inf]], [[0.0, 0.0]]]),  # (3, 1, 2)
+        "audio": torch.tensor([[0.0], [nan], [1.0]]),  # (3, 1)
+    }
+    present = {
+        "audio": torch.tensor([True, False, True]),
+        "video": torch.tensor([False, True, True]),
+    }
+    # audio's NaN sits in an absent row; video's row 0 is absent, row 1 has two non-finite.
+    with pytest.raises(ValueError, match="non-finite") as info:
+        check_finite({"target": target}, present)
+    assert str(info.value) == (
+        "modality 'video': 2 non-finite values in the present rows of the target (shape (3, 1, 2))"
+    )
+    # Without a mask every row counts, and several roles and names are all listed.
+    recon = {"audio": torch.tensor([[inf], [0.0], [0.0]])}
+    with pytest.raises(ValueError, match="non-finite") as info:
+        check_finite({"target": target, "reconstruction": recon}, None, kind="latent")
+    assert str(info.value) == (
+        "latent 'audio': 1 non-finite value in the present rows of the target (shape (3, 1)); "
+        "latent 'video': 3 non-finite values in the present rows of the target (shape (3, 1, 2)); "
+        "latent 'audio': 1 non-finite value in the present rows of the reconstruction "
+        "(shape (3, 1))"
+    )
+    # Finite present rows pass, whatever the absent rows hold.
+    check_finite(
+        {"target": {"audio": target["audio"]}}, {"audio": torch.tensor([True, False, True])}
+    )
+
+
+def test_check_vectors_messages_name_the_modality_and_shapes() -> None:
+    ok = features()
+    with pytest.raises(
+        ValueError, match=r"^modality 'audio': expected features of shape \(B, 3\), got \(4,\)$"
+    ):
+        check_vectors({**ok, "audio": torch.zeros(4)}, SIZES)
+    with pytest.raises(
+        ValueError, match=r"^modality 'video': expected features of shape \(B, 2\), got \(4, 5\)$"
+    ):
+        check_vectors({**ok, "video": torch.zeros(4, 5)}, SIZES)
+    with pytest.raises(
+        ValueError,
+        match=r"^modality 'video': batch size 5 differs from modality 'audio' \(batch size 4\)$",
+    ):
+        check_vectors({**ok, "video": torch.zeros(5, 2)}, SIZES)
+    with pytest.raises(
+        ValueError,
+        match=r"^modality 'audio': features must be floating point, got torch.int64 of shape "
+        r"\(4, 3\)$",
+    ):
+        check_vectors({**ok, "audio": torch.zeros(4, 3, dtype=torch.long)}, SIZES)
+    with pytest.raises(ValueError, match="features modalities"):
+        check_vectors({"audio": ok["audio"]}, SIZES)
+    assert check_vectors(ok, SIZES) == 4

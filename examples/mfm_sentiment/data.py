@@ -131,10 +131,14 @@ def prepare(data: SequenceDataset, device: torch.device) -> Prepared:
 
 
 def load(path: str, dataset: str) -> SequenceDataset:
-    """The MFN h5 folder (pom, mmmo, youtube) or a MultiBench pickle (mosi)."""
+    """The MFN h5 folder (pom, mmmo, youtube) or a MultiBench pickle (mosi).
+
+    Raises:
+        ValueError: multilabel data (IEMOCAP), and the loaders' errors, naming the file.
+    """
     data = load_multibench_pickle(path) if dataset == "mosi" else load_mfn_h5(path, dataset)
     if data.task == "multilabel":
-        raise SystemExit(f"{path}: multilabel data (IEMOCAP) is not supported by this example")
+        raise ValueError(f"{path}: multilabel data (IEMOCAP) is not supported by this example")
     return data
 
 

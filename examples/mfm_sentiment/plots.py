@@ -26,11 +26,12 @@ def plot_history(runs: Sequence[Mapping[str, Any]], out: Path) -> None:
         for term in history[0]:
             if term != "total":
                 axes[0].semilogy([h[term] for h in history], label=term)
-        axes[0].set(title="MFM training terms", xlabel="epoch")
+        axes[0].set(title="MFM training terms", xlabel="epoch", ylabel="loss term (log scale)")
         axes[0].legend(fontsize=7)
         for name, hist in r["history"].items():
             axes[1].plot([h["val_loss"] for h in hist], label=name)
-        axes[1].set(title="validation label loss", xlabel="epoch")
+        loss = "L1" if "mae" in r["mfm"] else "cross-entropy"  # regression or YouTube's classes
+        axes[1].set(title="validation label loss", xlabel="epoch", ylabel=loss)
         axes[1].legend()
         fig.tight_layout()
         fig.savefig(out / f"curves_seed{r['seed']}.png", dpi=100)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from examples import cli
 from examples.mfm_sentiment.data import (
     DATASETS,
     Batch,
@@ -31,6 +32,7 @@ from examples.mfm_sentiment.metrics import (
 )
 from examples.mfm_sentiment.model import SequenceSurrogate, build_mfm, predict_with_surrogate
 from examples.mfm_sentiment.plots import plot_contributions, plot_history
+from examples.sentiment_data import SequenceDataset
 from examples.training import FitResult, autocast, fit, resolve_device
 from factorkit import (
     MFM,
@@ -291,9 +293,15 @@ def _missing(
     # Eager: compiling this step (a random mask per batch, complete_latents) did not
     # finish within 10 minutes on a 2-core CPU, and the surrogate is a short phase.
     found = settings.fit(
-        surrogate, step, train, val, seed=seed, epochs=settings.surrogate_epochs, compile=False,
+        surrogate,
+        step,
+        train,
+        val,
+        seed=seed,
+        epochs=settings.surrogate_epochs,
+        compile=False,
         train_presence=draw,
-    )  # fmt: skip
+    )
     log(f"  surrogate: best epoch {found.best_epoch}, {_epoch_seconds(found):.2f} s/epoch")
     device = train.labels.device
     observed_only = _predict_observed(mfm)
@@ -333,52 +341,123 @@ def parse_lambda_x(text: str) -> float | dict[str, float]:
     return weights
 
 
+DEFAULT_ROOT = Path("runs/mfm_sentiment")
+"""Where runs go without ``--out``: ``<dataset>/YYYYmmdd-HHMMSS``, a new folder per run."""
+
+PROG = "python -m examples.mfm_sentiment"
+
+DATA_HELP = (
+    "the sentiment features are not shipped with factorkit: 'Sentiment data: file "
+    "layouts' in examples/README.md says where they come from and the layout expected"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m examples.mfm_sentiment",
-        description="The sequence MFM on multimodal sentiment data (POM, ICT-MMMO, YouTube, "
-        "CMU-MOSI).",
+    p = cli.parser(
+        PROG,
+        "The sequence MFM on multimodal sentiment data (POM, ICT-MMMO, YouTube, CMU-MOSI).\n\n"
+        f"    {PROG} --data ../shared/data/mfn-sentiment/pom --dataset pom\n\n"
+        f"Writes metrics.json and the plots to a new {DEFAULT_ROOT}/DATASET/YYYYmmdd-HHMMSS/\n"
+        "(or to --out) and prints that folder at the end.",
     )
-    p.add_argument("--data", required=True, help="MFN h5 folder, or a MultiBench .pkl (mosi)")
-    p.add_argument("--dataset", required=True, choices=DATASETS)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="MFN h5 folder (pom, mmmo, youtube), or a "
+        "MultiBench .pkl (mosi); see examples/README.md for where to get them",
+    )
+    p.add_argument(
+        "--dataset", required=True, choices=DATASETS, help="sets the labels, loss and metrics"
+    )
+    p.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA if any"
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the training step (slower on the CPU)"
+    )
     p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--num-seeds", type=int, default=1, help="seeds seed, seed+1, ...")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--patience", type=int, default=10)
-    p.add_argument("--surrogate-epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--num-seeds", type=cli.at_least(1), default=1, help="seeds seed, seed+1, ...")
+    p.add_argument("--epochs", type=cli.at_least(1), default=50, help="most epochs per model")
+    p.add_argument(
+        "--patience",
+        type=cli.at_least(1),
+        default=10,
+        help="early stopping: epochs without a lower validation loss",
+    )
+    p.add_argument(
+        "--surrogate-epochs", type=cli.at_least(1), default=30, help="most epochs of the surrogate"
+    )
+    p.add_argument("--batch-size", type=cli.at_least(1), default=32, help="mini-batch size")
+    p.add_argument("--lr", type=cli.positive, default=1e-3, help="Adam learning rate")
     p.add_argument(
         "--lambda-x",
         type=parse_lambda_x,
         default=1.0,
         help="reconstruction weight: one for all (1.0) or per modality (audio=0.01,video=0.5)",
     )
-    p.add_argument("--lambda-mmd", type=float, default=10.0, help="MMD prior weight")
-    p.add_argument("--hidden-size", type=int, default=32)
-    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--lambda-mmd", type=cli.non_negative, default=10.0, help="MMD prior weight")
+    p.add_argument("--hidden-size", type=cli.at_least(1), default=32, help="LSTM state size")
+    p.add_argument("--dropout", type=cli.probability, default=0.2, help="dropout probability")
     p.add_argument(
         "--decoder-feed",
         default="every",
         choices=("every", "hidden"),
-        help="decoder input: the factors at every step (default), or at step 0 and then "
+        help="decoder input: the factors at every step, or at step 0 and then "
         "the decoder's own hidden state (the reference code's decoder)",
     )
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (1 is fastest here)")
-    p.add_argument("--metrics-out", type=Path, help="write the metrics JSON here")
-    p.add_argument("--out", type=Path, help="folder for plots")
+    p.add_argument(
+        "--threads", type=cli.at_least(1), default=1, help="CPU threads (1 is fastest here)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="the run's folder for metrics.json and the plots "
+        f"(default: a new {DEFAULT_ROOT}/DATASET/YYYYmmdd-HHMMSS)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of a run already in --out (or the --metrics-out file)",
+    )
+    p.add_argument("--metrics-out", type=Path, help="also write the metrics JSON here")
+    p.add_argument("--no-plots", action="store_true", help="write no plots")
     return p
 
 
+def _load(path: str, dataset: str) -> SequenceDataset:
+    """:func:`~examples.mfm_sentiment.data.load`, with a user's data mistakes as
+    :class:`~examples.cli.UsageError` (one line, saying where such files come from)."""
+    if not Path(path).exists():
+        kind = "file" if dataset == "mosi" else "folder"
+        raise cli.UsageError(f"argument --data: no such {kind}: {path}; {DATA_HELP}")
+    try:
+        return load(path, dataset)
+    except (ValueError, FileNotFoundError, ImportError) as error:  # they name the file
+        raise cli.UsageError(f"argument --data: {error}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command-line entry point; returns the metrics dictionary it prints."""
-    args = _parser().parse_args(argv)
+    """Command-line entry point; returns the metrics dictionary it writes (rounded).
+
+    A user mistake (missing or malformed data, an ``--out`` that holds a run without
+    ``--overwrite``) ends it with one line and exit status 2.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    return cli.run_or_exit(parser, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    out = cli.run_folder(args.out, DEFAULT_ROOT / args.dataset, overwrite=args.overwrite)
+    cli.check_new_file(args.metrics_out, "--metrics-out", overwrite=args.overwrite)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    data = load(args.data, args.dataset)
-    prepared = prepare(data, device)
+    cli.warn_compile_on_cpu(PROG, args.compile, device)
+    data = _load(args.data, args.dataset)
+    try:
+        prepared = prepare(data, device)
+    except ValueError as error:  # a split with no sample
+        raise cli.UsageError(f"argument --data: {args.data}: {error}") from None
     settings = Settings(
         dataset=args.dataset,
         epochs=args.epochs,
@@ -402,12 +481,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for seed in range(args.seed, args.seed + args.num_seeds):
         print(f"seed {seed}")
         runs.append(run_seed(prepared, data.output_size, settings, seed))
-    summary = summarise(args.dataset, runs)
+    summary: dict[str, Any] = cli.rounded(summarise(args.dataset, runs))
     print(json.dumps({k: summary[k] for k in summary if k != "runs"}, indent=1))
-    if args.metrics_out is not None:
-        args.metrics_out.parent.mkdir(parents=True, exist_ok=True)
-        args.metrics_out.write_text(json.dumps(summary, indent=1))
-    if args.out is not None:
-        plot_history(runs, args.out)
-        plot_contributions(summary, args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.no_plots:
+        plot_history(runs, out)
+        plot_contributions(summary, out)
+    cli.write_json(summary, out / cli.METRICS_FILE, args.metrics_out)
+    print(f"\nwrote {out}/ ({cli.METRICS_FILE}{', plots' if not args.no_plots else ''})")
     return summary
