@@ -39,6 +39,7 @@ update) makes no host sync at all; ``SYNC_FREE`` below is that configuration.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -732,27 +733,13 @@ def test_fit_syncs_once_per_epoch_not_per_step(device: torch.device) -> None:
     for rows in (64, 256):  # 2 and 8 steps of 32 samples
         torch.manual_seed(0)
         model = digits.digits_mfm(data.view_shapes, data.num_classes).to(device)
-        fit(
-            model,
-            loss,
-            split(rows),
-            validation,
-            epochs=1,
-            batch_size=32,
-            lr_patience=None,
-            predict=digits.logits_of(model),
-        )
+        epoch = functools.partial(
+            fit, model, loss, split(rows), validation, epochs=1, batch_size=32,
+            lr_patience=None, predict=digits.logits_of(model),
+        )  # fmt: skip
+        epoch()
         with sync_sites(device) as sites:  # the second fit: everything initialised
-            result = fit(
-                model,
-                loss,
-                split(rows),
-                validation,
-                epochs=1,
-                batch_size=32,
-                lr_patience=None,
-                predict=digits.logits_of(model),
-            )
+            result = epoch()
         counts.append(len(sites))
         assert len(result.history) == 1 and math.isfinite(result.history[0]["total"])
     assert counts[0] == counts[1], counts
